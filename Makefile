@@ -1,0 +1,58 @@
+# The README's two commands. Everything else is meson.
+#   make run   install missing packages, build, start the supervisor on the default segment
+#   make test  install missing packages, build (plain and ASan+UBSan), run every test
+
+BUILD      ?= build
+BUILD_SAN  ?= build-san
+MESON_OPTS ?= -Dwerror=true
+DEBS       := gcc make meson ninja-build pkg-config \
+              liburcu-dev libck-dev liblz4-dev libzstd-dev libnuma-dev libcmocka-dev
+BENCH_DEBS := redis-server liblmdb-dev libhiredis-dev
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps bench-deps build build-san run test test-fast bench clean
+
+all: build
+
+# Installs only what is missing; apt-get update runs once, and only if needed.
+deps:
+	@missing=$$(for p in $(DEBS) $(EXTRA_DEBS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps EXTRA_DEBS="$(BENCH_DEBS)"
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+$(BUILD_SAN)/build.ninja:
+	meson setup $(BUILD_SAN) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+build-san: deps $(BUILD_SAN)/build.ninja
+	ninja -C $(BUILD_SAN)
+
+run: build
+	./$(BUILD)/tools/stoad
+
+# The plain build runs every suite; the sanitizer build runs them again.
+test: build build-san
+	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    meson test -C $(BUILD_SAN) --print-errorlogs --num-processes 2 --no-suite bench
+
+test-fast: build
+	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+
+bench: bench-deps build
+	meson test -C $(BUILD) --benchmark --verbose
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

@@ -1,0 +1,304 @@
+/*
+ * allocator/arena.c: the layout of the allocator's regions, the arenas'
+ * free-page bitmaps, and the arena lock with its repair.
+ *
+ * The free-page bitmap (1 = free) is derived state: the page descriptors are
+ * the truth. A holder of the arena lock that dies mid-update leaves the
+ * bitmap and counters possibly wrong, and the next taker rebuilds them from
+ * the descriptors (al_arena_rebuild) before it does anything else.
+ */
+#include "allocator/alloc.h"
+#include "shm/slots.h"
+#include "stoa/stoa.h"
+
+#include <errno.h>
+#include <numa.h>
+#include <sched.h>
+#include <string.h>
+
+#define HEAP_ALIGN (2u << 20)
+
+static uint64_t align_up(uint64_t x, uint64_t a)
+{
+        return (x + a - 1) & ~(a - 1);
+}
+
+static uint64_t arena_bytes(uint32_t npages)
+{
+        return sizeof(struct arena) + align_up((npages + 63) / 64 * 8, 64);
+}
+
+uint32_t al_slot_ext_size(void)
+{
+        return (uint32_t)sizeof(struct al_slot);
+}
+
+int al_layout(uint64_t avail, const struct al_layout_req *req, struct seg_layout *lo)
+{
+        unsigned na = req && req->nnodes ? req->nnodes : 1;
+
+        if (na > AL_MAX_ARENAS)
+                return -E2BIG;
+        if (lo->n + 2 + na > SEG_MAX_REGIONS)
+                return -E2BIG;
+        /* Per page: the page, its descriptor, its bitmap bit; plus alignment slack. */
+        uint64_t fixed = 64 + na * (arena_bytes(0) + 64) + (uint64_t)na * HEAP_ALIGN + 2 * 4096;
+        if (avail <= fixed)
+                return -ENOSPC;
+        uint64_t per_arena = (avail - fixed) / na / (AL_PAGE_SIZE + 64 + 1);
+        per_arena &= ~31ull;    /* whole 2 MiB */
+        if (per_arena < 32)
+                return -ENOSPC;
+        uint64_t arenas = 64;
+        for (unsigned i = 0; i < na; i++)
+                arenas += align_up(arena_bytes((uint32_t)per_arena), 64);
+        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_ARENAS, -1, arenas, 64 };
+        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_PAGEDESC, -1,
+                                             per_arena * na * sizeof(struct page_desc), 4096 };
+        for (unsigned i = 0; i < na; i++) {
+                int node = req && req->nnodes ? req->nodes[i] : -1;
+                lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_HEAP, node,
+                                                     per_arena * AL_PAGE_SIZE, HEAP_ALIGN };
+        }
+        return 0;
+}
+
+int al_format(struct seg *s)
+{
+        const struct seg_region *ra = seg_region(s, SEG_REGION_ARENAS, 0);
+        const struct seg_region *rd = seg_region(s, SEG_REGION_PAGEDESC, 0);
+        struct al_shared *sh;
+        uint64_t off;
+        uint32_t first = 0;
+
+        if (!ra || !rd)
+                return -EINVAL;
+        sh = seg_ptr(s, ra->off);
+        memset(sh, 0, ra->size);
+        memset(seg_ptr(s, rd->off), 0, rd->size);
+        sh->desc_off = rd->off;
+        sh->nclasses = al_nclasses;
+        off = ra->off + 64;
+        for (unsigned i = 0; i < AL_MAX_ARENAS; i++) {
+                const struct seg_region *rh = seg_region(s, SEG_REGION_HEAP, i);
+                if (!rh)
+                        break;
+                struct arena *a = seg_ptr(s, off);
+                uint32_t np = (uint32_t)(rh->size / AL_PAGE_SIZE);
+                a->magic = AL_ARENA_MAGIC;
+                a->node = rh->node;
+                a->first_page = first;
+                a->npages = np;
+                a->heap_off = rh->off;
+                a->free_pages = np;
+                a->bitmap_off = off + sizeof(struct arena);
+                uint64_t *bm = seg_ptr(s, a->bitmap_off);
+                for (uint32_t p = 0; p < np; p++)
+                        bm[p / 64] |= 1ull << (p % 64);
+                sh->arena_off[i] = off;
+                sh->narenas = i + 1;
+                first += np;
+                off += align_up(arena_bytes(np), 64);
+        }
+        sh->npages = first;
+        if ((uint64_t)first * sizeof(struct page_desc) > rd->size)
+                return -EINVAL;
+        for (uint32_t i = 0; i < sh->narenas; i++) {
+                struct arena *a = seg_ptr(s, sh->arena_off[i]);
+                for (uint32_t p = 0; p < a->npages; p++)
+                        ((struct page_desc *)seg_ptr(s, rd->off))[a->first_page + p].arena = (uint8_t)i;
+        }
+        sh->magic = AL_ARENA_MAGIC;
+        return 0;
+}
+
+int al_attach(struct al_ctx *c, struct seg *s)
+{
+        const struct seg_region *ra = seg_region(s, SEG_REGION_ARENAS, 0);
+        const struct seg_region *rd = seg_region(s, SEG_REGION_PAGEDESC, 0);
+
+        memset(c, 0, sizeof(*c));
+        if (!ra || !rd)
+                goto corrupt;
+        c->s = s;
+        c->sh = seg_ptr(s, ra->off);
+        if (c->sh->magic != AL_ARENA_MAGIC || c->sh->narenas == 0 ||
+            c->sh->narenas > AL_MAX_ARENAS || c->sh->desc_off != rd->off ||
+            (uint64_t)c->sh->npages * sizeof(struct page_desc) > rd->size ||
+            c->sh->nclasses != al_nclasses)
+                goto corrupt;
+        c->desc = seg_ptr(s, rd->off);
+        c->narenas = c->sh->narenas;
+        c->npages = c->sh->npages;
+        for (unsigned i = 0; i < c->narenas; i++) {
+                struct arena *a = seg_ptr(s, c->sh->arena_off[i]);
+                if (!a || a->magic != AL_ARENA_MAGIC ||
+                    a->heap_off + (uint64_t)a->npages * AL_PAGE_SIZE > s->size ||
+                    (uint64_t)a->first_page + a->npages > c->npages)
+                        goto corrupt;
+                c->arena[i] = a;
+        }
+        return 0;
+corrupt:
+        seg_set_errdetail("allocator metadata is corrupt");
+        return STOA_E_CORRUPT;
+}
+
+uint64_t al_page_off(const struct al_ctx *c, uint32_t page)
+{
+        const struct arena *a = c->arena[c->desc[page].arena];
+
+        return a->heap_off + (uint64_t)(page - a->first_page) * AL_PAGE_SIZE;
+}
+
+uint32_t al_page_of(const struct al_ctx *c, uint64_t off)
+{
+        for (unsigned i = 0; i < c->narenas; i++) {
+                const struct arena *a = c->arena[i];
+                if (off >= a->heap_off && off < a->heap_off + (uint64_t)a->npages * AL_PAGE_SIZE)
+                        return a->first_page + (uint32_t)((off - a->heap_off) >> AL_PAGE_SHIFT);
+        }
+        return UINT32_MAX;
+}
+
+unsigned al_arena_of_page(const struct al_ctx *c, uint32_t page)
+{
+        return c->desc[page].arena;
+}
+
+int al_arena_for_node(const struct al_ctx *c, int node)
+{
+        for (unsigned i = 0; i < c->narenas; i++) {
+                if (c->arena[i]->node == node)
+                        return (int)i;
+        }
+        /* A segment laid out without node binding has one unbound arena. */
+        if (c->narenas == 1 && c->arena[0]->node < 0)
+                return 0;
+        return -1;
+}
+
+/* ---- lock and repair ----------------------------------------------------- */
+
+int al_arena_lock(struct al_heap *h, unsigned ai)
+{
+        bool broken;
+        int r = olock_acquire(h->ctx->s, &h->ctx->arena[ai]->lock, h->slot, h->gen, &broken);
+
+        if (r < 0)
+                return r;
+        if (broken)
+                al_arena_rebuild(h->ctx, ai);
+        return 0;
+}
+
+void al_arena_unlock(struct al_heap *h, unsigned ai)
+{
+        olock_release(&h->ctx->arena[ai]->lock);
+}
+
+static uint64_t *arena_bitmap(const struct al_ctx *c, const struct arena *a)
+{
+        return seg_ptr(c->s, a->bitmap_off);
+}
+
+void al_arena_rebuild(struct al_ctx *c, unsigned ai)
+{
+        struct arena *a = c->arena[ai];
+        uint64_t *bm = arena_bitmap(c, a);
+        uint32_t used = 0;
+
+        memset(bm, 0, (a->npages + 63) / 64 * 8);
+        memset(a->slab_pages, 0, sizeof(a->slab_pages));
+        memset(a->abandoned, 0, sizeof(a->abandoned));
+        a->run_pages = 0;
+        a->run_bytes = 0;
+        for (uint32_t p = 0; p < a->npages; p++) {
+                struct page_desc *d = &c->desc[a->first_page + p];
+                switch (d->state) {
+                case PAGE_FREE:
+                        bm[p / 64] |= 1ull << (p % 64);
+                        break;
+                case PAGE_SLAB:
+                        a->slab_pages[d->cls] += d->span;
+                        if (d->owner == 0) {    /* abandoned: relink */
+                                uint32_t idx = a->first_page + p;
+                                d->prev = 0;
+                                d->next = a->abandoned[d->cls];
+                                if (d->next)
+                                        c->desc[d->next - 1].prev = idx + 1;
+                                a->abandoned[d->cls] = idx + 1;
+                        }
+                        used += d->span;
+                        break;
+                case PAGE_RUN:
+                        a->run_pages += d->span;
+                        a->run_bytes += d->run_bytes;
+                        used += d->span;
+                        break;
+                default:
+                        break;
+                }
+        }
+        a->free_pages = a->npages - used;
+        a->hint = 0;
+        if (used > a->peak_used_pages)
+                a->peak_used_pages = used;
+        a->repairs++;
+}
+
+uint32_t al_pages_take(struct al_ctx *c, unsigned ai, uint32_t n)
+{
+        struct arena *a = c->arena[ai];
+        uint64_t *bm = arena_bitmap(c, a);
+        uint32_t run = 0, start = 0;
+
+        if (n == 0 || n > a->free_pages)
+                return UINT32_MAX;
+        for (uint32_t p = a->hint; p < a->npages; p++) {
+                if (run == 0 && (p % 64) == 0 && bm[p / 64] == 0) {
+                        p += 63;        /* a word with no free page */
+                        continue;
+                }
+                if (bm[p / 64] & (1ull << (p % 64))) {
+                        if (run++ == 0)
+                                start = p;
+                        if (run == n)
+                                goto found;
+                } else {
+                        run = 0;
+                }
+        }
+        return UINT32_MAX;
+found:
+        for (uint32_t p = start; p < start + n; p++)
+                bm[p / 64] &= ~(1ull << (p % 64));
+        a->free_pages -= n;
+        if (n == 1 && start == a->hint)
+                a->hint = start + 1;
+        uint32_t used = a->npages - a->free_pages;
+        if (used > a->peak_used_pages)
+                a->peak_used_pages = used;
+        return a->first_page + start;
+}
+
+void al_pages_give(struct al_ctx *c, unsigned ai, uint32_t first, uint32_t n)
+{
+        struct arena *a = c->arena[ai];
+        uint64_t *bm = arena_bitmap(c, a);
+        uint32_t rel = first - a->first_page;
+
+        /* Descriptors first (the truth), then the derived bitmap. */
+        for (uint32_t p = first; p < first + n; p++) {
+                struct page_desc *d = &c->desc[p];
+                d->owner = 0;
+                d->next = d->prev = 0;
+                d->full = 0;
+                d->state = PAGE_FREE;
+        }
+        for (uint32_t p = rel; p < rel + n; p++)
+                bm[p / 64] |= 1ull << (p % 64);
+        a->free_pages += n;
+        if (rel < a->hint)
+                a->hint = rel;
+}

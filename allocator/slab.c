@@ -1,0 +1,633 @@
+/*
+ * allocator/slab.c: per-slot heaps. The owner of a slab span allocates from
+ * its private free bitmap with plain loads and stores; other slots free into
+ * the span's atomic remote bitmap; the owner drains that when its private
+ * bitmap runs dry. Large requests are page runs taken under the arena lock.
+ *
+ * Every operation writes the slot's journal before its first shared effect,
+ * so a recovery can tell, for the one operation a dead slot had in flight,
+ * whether it happened (docs/design.md 3.4, which this code follows step by
+ * step; the comments name the steps).
+ */
+#include "allocator/alloc.h"
+#include "shm/slots.h"
+#include "stoa/stoa.h"
+
+#include <errno.h>
+#include <numa.h>
+#include <sched.h>
+#include <string.h>
+
+#define FULL_SCAN_MAX 64u
+
+static inline struct slab_hdr *span_hdr(const struct al_ctx *c, uint32_t page)
+{
+        return seg_ptr(c->s, al_page_off(c, page));
+}
+
+static inline uint64_t *stamp_at(const struct al_ctx *c, uint64_t block_off)
+{
+        return (uint64_t *)(c->s->base + block_off);
+}
+
+static inline void journal(struct al_slot *as, int op, uint64_t off, uint64_t stamp)
+{
+        as->j.off = off;
+        as->j.stamp = stamp;
+        atomic_store_explicit(&as->j.op, (uint64_t)op, memory_order_release);
+}
+
+static inline void journal_clear(struct al_slot *as)
+{
+        atomic_store_explicit(&as->j.op, J_NONE, memory_order_release);
+}
+
+static int home_arena(const struct al_ctx *c)
+{
+        int cpu = sched_getcpu();
+        int node = (cpu >= 0 && numa_available() >= 0) ? numa_node_of_cpu(cpu) : 0;
+        int a = al_arena_for_node(c, node);
+
+        return a < 0 ? 0 : a;
+}
+
+void al_heap_init(struct al_heap *h, struct al_ctx *c, uint32_t slot, uint32_t gen)
+{
+        h->ctx = c;
+        h->slot = slot;
+        h->gen = gen;
+        h->as = slot_ext(c->s, slot);
+        h->home = (uint32_t)home_arena(c);
+}
+
+/* ---- owner lists (private to the owner) ---------------------------------- */
+
+static void list_push(struct al_ctx *c, uint32_t *head, uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+
+        d->prev = 0;
+        d->next = *head;
+        if (*head)
+                al_desc(c, *head - 1)->prev = page + 1;
+        *head = page + 1;
+}
+
+static void list_del(struct al_ctx *c, uint32_t *head, uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+
+        if (d->prev)
+                al_desc(c, d->prev - 1)->next = d->next;
+        else
+                *head = d->next;
+        if (d->next)
+                al_desc(c, d->next - 1)->prev = d->prev;
+        d->next = d->prev = 0;
+}
+
+/* ---- bitmaps ------------------------------------------------------------- */
+
+/*
+ * Move remotely freed blocks of a span into its private bitmap. The FREE
+ * stamp is written before the remote bit is cleared (release), which is what
+ * lets a recovery decide a dead remote freer's journal (design 3.4).
+ */
+static uint32_t drain(struct al_ctx *c, uint32_t page, struct slab_hdr *sh)
+{
+        struct page_desc *d = al_desc(c, page);
+        uint64_t base = al_page_off(c, page) + AL_SLAB_HDR;
+        uint64_t summary = atomic_exchange_explicit(&sh->remote_summary, 0, memory_order_acquire);
+        uint32_t n = 0;
+
+        while (summary) {
+                unsigned w = (unsigned)__builtin_ctzll(summary);
+                summary &= summary - 1;
+                uint64_t bits = atomic_load_explicit(&sh->remote_free[w], memory_order_acquire);
+                for (uint64_t b = bits; b; b &= b - 1) {
+                        unsigned i = w * 64 + (unsigned)__builtin_ctzll(b);
+                        *stamp_at(c, base + (uint64_t)i * d->block_size) = AL_STAMP_FREE;
+                }
+                uint64_t fresh = bits & ~sh->local_free[w];
+                sh->local_free[w] |= bits;
+                atomic_fetch_and_explicit(&sh->remote_free[w], ~bits, memory_order_release);
+                n += (uint32_t)__builtin_popcountll(fresh);
+                if (w < d->cursor)
+                        d->cursor = w;
+        }
+        d->nfree += n;
+        return n;
+}
+
+static uint32_t count_local_free(const struct slab_hdr *sh)
+{
+        uint32_t n = 0;
+
+        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
+                n += (uint32_t)__builtin_popcountll(sh->local_free[w]);
+        return n;
+}
+
+static void span_format(struct al_ctx *c, uint32_t page, unsigned cls)
+{
+        struct slab_hdr *sh = span_hdr(c, page);
+        uint32_t cap = al_class_capacity(cls);
+
+        memset(sh, 0, sizeof(*sh));
+        for (uint32_t i = 0; i < cap; i++)
+                sh->local_free[i / 64] |= 1ull << (i % 64);
+}
+
+/* ---- getting spans ------------------------------------------------------- */
+
+/* Adopt an abandoned span or carve a fresh one (arena lock). Page or UINT32_MAX. */
+static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls)
+{
+        struct al_ctx *c = h->ctx;
+        struct arena *a = c->arena[ai];
+        uint32_t page = UINT32_MAX;
+
+        if (al_arena_lock(h, ai) < 0)
+                return UINT32_MAX;
+        if (a->abandoned[cls]) {
+                page = a->abandoned[cls] - 1;
+                list_del(c, &a->abandoned[cls], page);
+                al_desc(c, page)->owner = h->slot + 1;
+        } else {
+                uint32_t span = al_class_span(cls);
+                page = al_pages_take(c, ai, span);
+                if (page != UINT32_MAX) {
+                        span_format(c, page, cls);
+                        for (uint32_t p = page + 1; p < page + span; p++) {
+                                struct page_desc *t = al_desc(c, p);
+                                t->span = page;
+                                t->owner = 0;
+                                t->state = PAGE_SLAB_TAIL;
+                        }
+                        struct page_desc *d = al_desc(c, page);
+                        d->cls = (uint8_t)cls;
+                        d->span = span;
+                        d->capacity = al_class_capacity(cls);
+                        d->block_size = al_class_size[cls];
+                        d->nfree = d->capacity;
+                        d->cursor = 0;
+                        d->full = 0;
+                        d->next = d->prev = 0;
+                        d->owner = h->slot + 1;
+                        d->state = PAGE_SLAB;   /* commit point */
+                        a->slab_pages[cls] += span;
+                }
+        }
+        al_arena_unlock(h, ai);
+        return page;
+}
+
+/* Give an owned, entirely free span back to its arena. */
+static void span_release(struct al_heap *h, uint32_t page)
+{
+        struct al_ctx *c = h->ctx;
+        struct page_desc *d = al_desc(c, page);
+        unsigned ai = d->arena, cls = d->cls;
+        uint32_t span = d->span;
+
+        if (al_arena_lock(h, ai) < 0)
+                return;
+        c->arena[ai]->slab_pages[cls] -= span;
+        al_pages_give(c, ai, page, span);
+        al_arena_unlock(h, ai);
+}
+
+/* A page with free blocks for (arena, class), or UINT32_MAX. */
+static uint32_t refill(struct al_heap *h, unsigned ai, unsigned cls)
+{
+        struct al_ctx *c = h->ctx;
+        uint32_t *avail = &h->as->avail[ai][cls];
+        uint32_t *full = &h->as->fullq[ai][cls];
+        uint32_t p = *full, scanned = 0;
+
+        /* Full spans that others have freed into since. */
+        while (p && scanned++ < FULL_SCAN_MAX) {
+                uint32_t page = p - 1;
+                p = al_desc(c, page)->next;
+                struct slab_hdr *sh = span_hdr(c, page);
+                if (atomic_load_explicit(&sh->remote_summary, memory_order_relaxed) == 0)
+                        continue;
+                if (drain(c, page, sh) == 0)
+                        continue;
+                list_del(c, full, page);
+                al_desc(c, page)->full = 0;
+                list_push(c, avail, page);
+                return page;
+        }
+        uint32_t page = span_acquire(h, ai, cls);
+        if (page == UINT32_MAX)
+                return UINT32_MAX;
+        struct page_desc *d = al_desc(c, page);
+        drain(c, page, span_hdr(c, page));
+        d->nfree = count_local_free(span_hdr(c, page));
+        d->full = 0;
+        list_push(c, avail, page);
+        return page;
+}
+
+/* ---- small allocations --------------------------------------------------- */
+
+static int find_free(struct page_desc *d, struct slab_hdr *sh)
+{
+        for (unsigned w = d->cursor; w < AL_BITMAP_WORDS; w++) {
+                if (sh->local_free[w]) {
+                        d->cursor = w;
+                        return (int)(w * 64 + (unsigned)__builtin_ctzll(sh->local_free[w]));
+                }
+        }
+        d->cursor = AL_BITMAP_WORDS;
+        return -1;
+}
+
+static int slab_alloc(struct al_heap *h, unsigned ai, unsigned cls, uint64_t *ret_off)
+{
+        struct al_ctx *c = h->ctx;
+        struct al_slot *as = h->as;
+        uint32_t *avail = &as->avail[ai][cls];
+
+        for (;;) {
+                uint32_t page;
+                if (*avail) {
+                        page = *avail - 1;
+                } else {
+                        page = refill(h, ai, cls);
+                        if (page == UINT32_MAX)
+                                return -ENOMEM;
+                }
+                struct page_desc *d = al_desc(c, page);
+                struct slab_hdr *sh = span_hdr(c, page);
+                int bit = find_free(d, sh);
+                if (bit < 0 && drain(c, page, sh) > 0)
+                        bit = find_free(d, sh);
+                if (bit < 0) {
+                        list_del(c, avail, page);
+                        d->full = 1;
+                        list_push(c, &as->fullq[ai][cls], page);
+                        continue;
+                }
+                uint64_t block = al_page_off(c, page) + AL_SLAB_HDR +
+                                 (uint64_t)bit * d->block_size;
+                uint64_t stamp = (uint64_t)h->slot << 48 | (++as->seq & 0xffffffffffffull);
+                journal(as, J_ALLOC, block + AL_STAMP_SIZE, stamp);       /* step 1 */
+                sh->local_free[bit / 64] &= ~(1ull << (bit % 64));        /* step 2 */
+                d->nfree--;
+                *stamp_at(c, block) = stamp;
+                as->c.allocs[ai][cls]++;
+                *ret_off = block + AL_STAMP_SIZE;
+                return 0;
+        }
+}
+
+/* ---- runs ---------------------------------------------------------------- */
+
+static int run_alloc(struct al_heap *h, unsigned ai, size_t bytes, uint64_t *ret_off)
+{
+        struct al_ctx *c = h->ctx;
+        struct arena *a = c->arena[ai];
+        uint64_t need = bytes + AL_STAMP_SIZE;
+        uint32_t n = (uint32_t)((need + AL_PAGE_SIZE - 1) >> AL_PAGE_SHIFT);
+        uint64_t stamp = (uint64_t)h->slot << 48 | (++h->as->seq & 0xffffffffffffull);
+        int r;
+
+        if (need > (uint64_t)a->npages * AL_PAGE_SIZE)
+                return -E2BIG;
+        r = al_arena_lock(h, ai);
+        if (r < 0)
+                return r;
+        uint32_t page = al_pages_take(c, ai, n);
+        if (page == UINT32_MAX) {
+                al_arena_unlock(h, ai);
+                return -ENOMEM;
+        }
+        uint64_t off = al_page_off(c, page);
+        journal(h->as, J_RUN_ALLOC, off + AL_STAMP_SIZE, stamp);
+        *stamp_at(c, off) = stamp;
+        for (uint32_t p = page + 1; p < page + n; p++) {
+                struct page_desc *t = al_desc(c, p);
+                t->span = page;
+                t->owner = 0;
+                t->state = PAGE_RUN_TAIL;
+        }
+        struct page_desc *d = al_desc(c, page);
+        d->span = n;
+        d->owner = 0;
+        d->run_stamp = stamp;
+        d->run_bytes = bytes;
+        d->state = PAGE_RUN;    /* commit point */
+        a->run_pages += n;
+        a->run_bytes += bytes;
+        a->run_allocs++;
+        al_arena_unlock(h, ai);
+        *ret_off = off + AL_STAMP_SIZE;
+        return 0;
+}
+
+/* Free a run if it is still the allocation `stamp` names (arena lock inside). */
+static int run_free(struct al_heap *h, uint32_t page, uint64_t stamp)
+{
+        struct al_ctx *c = h->ctx;
+        struct page_desc *d = al_desc(c, page);
+        unsigned ai = d->arena;
+        struct arena *a = c->arena[ai];
+        int r = al_arena_lock(h, ai);
+
+        if (r < 0)
+                return r;
+        if (d->state != PAGE_RUN || d->run_stamp != stamp) {
+                al_arena_unlock(h, ai);
+                return -EINVAL;
+        }
+        a->run_pages -= d->span;
+        a->run_bytes -= d->run_bytes;
+        a->run_frees++;
+        d->run_stamp = AL_STAMP_FREE;
+        al_pages_give(c, ai, page, d->span);
+        al_arena_unlock(h, ai);
+        return 0;
+}
+
+/* ---- the API ------------------------------------------------------------- */
+
+int al_alloc(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off)
+{
+        struct al_ctx *c = h->ctx;
+        int cls = al_size_class(bytes);
+        unsigned first;
+        int r = -ENOMEM;
+
+        if (!ret_off || bytes == 0)
+                return -EINVAL;
+        if (node >= 0) {
+                int a = al_arena_for_node(c, node);
+                if (a < 0) {
+                        seg_set_errdetail("the segment has no arena on NUMA node %d", node);
+                        return -ENODEV;
+                }
+                first = (unsigned)a;
+        } else {
+                first = h->home;
+        }
+        for (unsigned k = 0; k < c->narenas; k++) {
+                unsigned ai = (first + k) % c->narenas;
+                r = cls >= 0 ? slab_alloc(h, ai, (unsigned)cls, ret_off)
+                             : run_alloc(h, ai, bytes, ret_off);
+                if (r != -ENOMEM || node >= 0)
+                        break;
+        }
+        return r;
+}
+
+void al_commit(struct al_heap *h)
+{
+        journal_clear(h->as);
+}
+
+/* Locate a block: its span head page and index. -EINVAL if `off` is not one. */
+static int locate(const struct al_ctx *c, uint64_t off, uint32_t *ret_page, uint32_t *ret_idx)
+{
+        if (off < AL_STAMP_SIZE)
+                return -EINVAL;
+        uint64_t block = off - AL_STAMP_SIZE;
+        uint32_t page = al_page_of(c, block);
+        if (page == UINT32_MAX)
+                return -EINVAL;
+        const struct page_desc *d = al_desc(c, page);
+        if (d->state == PAGE_SLAB_TAIL || d->state == PAGE_RUN_TAIL) {
+                page = d->span;
+                d = al_desc(c, page);
+        }
+        if (d->state == PAGE_RUN) {
+                if (block != al_page_off(c, page))
+                        return -EINVAL;
+                *ret_page = page;
+                *ret_idx = UINT32_MAX;
+                return 0;
+        }
+        if (d->state != PAGE_SLAB)
+                return -EINVAL;
+        uint64_t rel = block - al_page_off(c, page);
+        if (rel < AL_SLAB_HDR || (rel - AL_SLAB_HDR) % d->block_size != 0)
+                return -EINVAL;
+        uint64_t idx = (rel - AL_SLAB_HDR) / d->block_size;
+        if (idx >= d->capacity)
+                return -EINVAL;
+        *ret_page = page;
+        *ret_idx = (uint32_t)idx;
+        return 0;
+}
+
+static void remote_free(struct slab_hdr *sh, uint32_t idx)
+{
+        atomic_fetch_or_explicit(&sh->remote_free[idx / 64], 1ull << (idx % 64),
+                                 memory_order_release);
+        atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64), memory_order_release);
+}
+
+int al_free(struct al_heap *h, uint64_t off)
+{
+        struct al_ctx *c = h->ctx;
+        struct al_slot *as = h->as;
+        uint32_t page, idx;
+
+        if (locate(c, off, &page, &idx) < 0) {
+                seg_set_errdetail("free of %#llx: not an allocated block", (unsigned long long)off);
+                return -EINVAL;
+        }
+        uint64_t *stampp = stamp_at(c, off - AL_STAMP_SIZE);
+        uint64_t stamp = *stampp;
+        if (idx == UINT32_MAX) {
+                journal(as, J_RUN_FREE, off, stamp);
+                int r = run_free(h, page, stamp);
+                journal_clear(as);
+                return r;
+        }
+        struct page_desc *d = al_desc(c, page);
+        struct slab_hdr *sh = span_hdr(c, page);
+        uint64_t mask = 1ull << (idx % 64);
+        unsigned ai = d->arena, cls = d->cls;
+
+        if (stamp == AL_STAMP_FREE ||
+            (atomic_load_explicit(&sh->remote_free[idx / 64], memory_order_relaxed) & mask)) {
+                seg_set_errdetail("free of %#llx: block is already free", (unsigned long long)off);
+                return -EINVAL;
+        }
+        if (d->owner == h->slot + 1) {
+                if (sh->local_free[idx / 64] & mask) {
+                        seg_set_errdetail("free of %#llx: block is already free",
+                                          (unsigned long long)off);
+                        return -EINVAL;
+                }
+                journal(as, J_FREE, off, stamp);
+                *stampp = AL_STAMP_FREE;
+                sh->local_free[idx / 64] |= mask;
+                d->nfree++;
+                if (idx / 64 < d->cursor)
+                        d->cursor = idx / 64;
+                as->c.frees[ai][cls]++;
+                journal_clear(as);
+                if (d->full) {
+                        list_del(c, &as->fullq[ai][cls], page);
+                        d->full = 0;
+                        list_push(c, &as->avail[ai][cls], page);
+                } else if (d->nfree == d->capacity && as->avail[ai][cls] != page + 1) {
+                        list_del(c, &as->avail[ai][cls], page);
+                        span_release(h, page);
+                }
+                return 0;
+        }
+        journal(as, J_RFREE, off, stamp);
+        remote_free(sh, idx);
+        as->c.frees[ai][cls]++;
+        journal_clear(as);
+        return 0;
+}
+
+size_t al_usable(const struct al_ctx *c, uint64_t off)
+{
+        uint32_t page, idx;
+
+        if (locate(c, off, &page, &idx) < 0)
+                return 0;
+        const struct page_desc *d = al_desc(c, page);
+        if (idx == UINT32_MAX)
+                return (size_t)d->span * AL_PAGE_SIZE - AL_STAMP_SIZE;
+        return d->block_size - AL_STAMP_SIZE;
+}
+
+uint64_t al_stamp(const struct al_ctx *c, uint64_t off)
+{
+        return off >= AL_STAMP_SIZE && off < c->s->size ? *stamp_at(c, off - AL_STAMP_SIZE) : 0;
+}
+
+/* ---- giving pages up ----------------------------------------------------- */
+
+/*
+ * Hand every span owned by `slot` to the arenas: entirely free spans become
+ * free pages, the others go on the arena's abandoned list for any slot to
+ * adopt. Scans the descriptors (not the slot's lists) so that a span the
+ * slot took but had not yet linked is found too. `h` names the lock holder.
+ */
+static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *rec)
+{
+        struct al_ctx *c = h->ctx;
+
+        for (unsigned ai = 0; ai < c->narenas; ai++) {
+                struct arena *a = c->arena[ai];
+                if (al_arena_lock(h, ai) < 0)
+                        continue;
+                for (uint32_t p = a->first_page; p < a->first_page + a->npages; p++) {
+                        struct page_desc *d = al_desc(c, p);
+                        if (d->state != PAGE_SLAB || d->owner != slot + 1)
+                                continue;
+                        struct slab_hdr *sh = span_hdr(c, p);
+                        drain(c, p, sh);
+                        d->nfree = count_local_free(sh);
+                        d->full = 0;
+                        d->cursor = 0;
+                        if (d->nfree == d->capacity) {
+                                a->slab_pages[d->cls] -= d->span;
+                                al_pages_give(c, ai, p, d->span);
+                                if (rec)
+                                        rec->pages_freed++;
+                        } else {
+                                d->owner = 0;
+                                list_push(c, &a->abandoned[d->cls], p);
+                                if (rec)
+                                        rec->pages_abandoned++;
+                        }
+                }
+                al_arena_unlock(h, ai);
+        }
+        memset(h->as->avail, 0, sizeof(h->as->avail));
+        memset(h->as->fullq, 0, sizeof(h->as->fullq));
+}
+
+void al_heap_abandon(struct al_heap *h)
+{
+        journal_clear(h->as);
+        abandon_all(h, h->slot, NULL);
+}
+
+/* ---- recovery of a dead slot --------------------------------------------- */
+
+/* Resolve the dead slot's journal (design 3.4). Returns 0 none, 1 freed, 2 kept. */
+static int resolve_journal(struct al_heap *h, al_published_fn published, void *arg)
+{
+        struct al_ctx *c = h->ctx;
+        struct al_slot *as = h->as;
+        int op = (int)atomic_load_explicit(&as->j.op, memory_order_acquire);
+        uint64_t off = as->j.off, stamp = as->j.stamp;
+        uint32_t page, idx;
+
+        if (op == J_NONE || locate(c, off, &page, &idx) < 0)
+                return 0;
+        struct page_desc *d = al_desc(c, page);
+        if (op == J_RUN_ALLOC || op == J_RUN_FREE) {
+                if (idx != UINT32_MAX || d->state != PAGE_RUN || d->run_stamp != stamp)
+                        return 0;       /* never committed, or already freed */
+                if (op == J_RUN_ALLOC && published && published(off, arg))
+                        return 2;
+                return run_free(h, page, stamp) == 0 ? 1 : 0;
+        }
+        if (idx == UINT32_MAX)
+                return 0;
+        struct slab_hdr *sh = span_hdr(c, page);
+        uint64_t mask = 1ull << (idx % 64);
+        uint64_t rbit = atomic_load_explicit(&sh->remote_free[idx / 64], memory_order_acquire) & mask;
+        bool own = d->owner == h->slot + 1;
+        bool lbit = own && (sh->local_free[idx / 64] & mask);
+        uint64_t cur = *stamp_at(c, off - AL_STAMP_SIZE);
+
+        switch (op) {
+        case J_ALLOC:
+                if (rbit || lbit || !own)
+                        return 0;       /* not handed out, or freed since */
+                if (published && published(off, arg))
+                        return 2;
+                break;
+        case J_FREE:
+                if (rbit || lbit || !own)
+                        return 0;       /* the free happened */
+                break;
+        case J_RFREE:
+                if (rbit) {             /* happened; make sure the owner will see it */
+                        atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64),
+                                                 memory_order_release);
+                        return 0;
+                }
+                if (cur != stamp)
+                        return 0;       /* drained (and maybe reused) since */
+                remote_free(sh, idx);
+                as->c.frees[d->arena][d->cls]++;
+                return 1;
+        default:
+                return 0;
+        }
+        /* Own span, block allocated and not published: free it. */
+        *stamp_at(c, off - AL_STAMP_SIZE) = AL_STAMP_FREE;
+        sh->local_free[idx / 64] |= mask;
+        as->c.frees[d->arena][d->cls]++;
+        return 1;
+}
+
+int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, void *arg,
+                    struct al_recovery *ret)
+{
+        struct al_heap h;
+        struct al_recovery rec = { 0 };
+
+        al_heap_init(&h, c, dead, atomic_load_explicit(&slot_hdr(c->s, dead)->gen,
+                                                       memory_order_acquire));
+        rec.journal_op = (int)atomic_load_explicit(&h.as->j.op, memory_order_acquire);
+        rec.journal_action = resolve_journal(&h, published, arg);
+        journal_clear(h.as);
+        abandon_all(&h, dead, &rec);
+        if (ret)
+                *ret = rec;
+        return 0;
+}

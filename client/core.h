@@ -1,0 +1,52 @@
+/*
+ * client/core: a segment with its slot table and allocator, attached.
+ *
+ * This is the layer the cache and the tools build on: it composes the layout
+ * (header, slots, allocator regions, and whatever the cache adds), creates
+ * or attaches, and wires slot recovery to the allocator's recovery.
+ */
+#ifndef STOA_CLIENT_CORE_H
+#define STOA_CLIENT_CORE_H
+
+#include "allocator/alloc.h"
+#include "shm/seg.h"
+#include "shm/slots.h"
+
+#define CORE_DEFAULT_SIZE   (256ull << 20)
+#define CORE_DEFAULT_SLOTS  256u
+#define CORE_DEFAULT_NAME   "default"
+
+struct core_config {
+        uint64_t size;          /* 0: CORE_DEFAULT_SIZE */
+        uint32_t nslots;        /* 0: CORE_DEFAULT_SLOTS */
+        enum seg_huge huge;
+        uint32_t mode;          /* 0: 0600 */
+        int64_t gid;            /* -1: creator's */
+        unsigned nnodes;        /* 0: one arena, not bound; else bind arenas to nodes[] */
+        int nodes[AL_MAX_ARENAS];
+        unsigned flags;         /* SEG_OPEN_* */
+};
+
+struct core {
+        struct seg *seg;
+        struct al_ctx al;
+        al_published_fn published;      /* the cache's answer for recovery */
+        void *published_arg;
+};
+
+void core_config_default(struct core_config *cfg);
+int core_open(struct core **ret, const char *name, const struct core_config *cfg);
+int core_create_anon(struct core **ret, const struct core_config *cfg);
+int core_attach_fd(struct core **ret, int fd, unsigned flags);
+void core_close(struct core *c);
+
+/* A thread's presence: a claimed slot and its heap. */
+struct core_thread {
+        struct core *core;
+        uint32_t slot, gen;
+        struct al_heap heap;
+};
+int core_thread_enter(struct core *c, struct core_thread *t);
+void core_thread_leave(struct core_thread *t);
+
+#endif /* STOA_CLIENT_CORE_H */

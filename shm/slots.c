@@ -1,0 +1,250 @@
+/*
+ * shm/slots.c: slot claim, release, liveness and recovery. See slots.h.
+ */
+#include "shm/slots.h"
+#include "stoa/stoa.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static slot_recover_fn recover_fn;
+static void *recover_arg;
+
+void slots_set_recover_hook(slot_recover_fn fn, void *arg)
+{
+        recover_fn = fn;
+        recover_arg = arg;
+}
+
+uint64_t slots_region_size(uint32_t nslots, uint32_t ext_size)
+{
+        uint64_t stride = (sizeof(struct slot_hdr) + ext_size + 63) & ~63ull;
+
+        return sizeof(struct slot_table) + (uint64_t)nslots * stride;
+}
+
+struct slot_table *slots_table(const struct seg *s)
+{
+        const struct seg_region *r = seg_region(s, SEG_REGION_SLOTS, 0);
+
+        return r ? seg_ptr(s, r->off) : NULL;
+}
+
+struct slot_hdr *slot_hdr(const struct seg *s, uint32_t slot)
+{
+        struct slot_table *t = slots_table(s);
+
+        return (struct slot_hdr *)((uint8_t *)(t + 1) + (uint64_t)slot * t->stride);
+}
+
+void *slot_ext(const struct seg *s, uint32_t slot)
+{
+        return slot_hdr(s, slot) + 1;
+}
+
+void slots_init(struct seg *s, uint32_t nslots, uint32_t ext_size)
+{
+        struct slot_table *t = slots_table(s);
+
+        t->nslots = nslots;
+        t->ext_size = ext_size;
+        t->stride = (uint32_t)((sizeof(struct slot_hdr) + ext_size + 63) & ~63ull);
+        t->magic = SLOTS_MAGIC;
+        /* Slot contents start zeroed: state FREE, gen 0 (fresh mapping). */
+}
+
+int slots_attach(struct seg *s)
+{
+        struct slot_table *t = slots_table(s);
+        const struct seg_region *r = seg_region(s, SEG_REGION_SLOTS, 0);
+
+        if (!t || t->magic != SLOTS_MAGIC || t->nslots == 0 || t->nslots > SLOTS_MAX ||
+            t->stride < sizeof(struct slot_hdr) ||
+            sizeof(*t) + (uint64_t)t->nslots * t->stride > r->size) {
+                seg_set_errdetail("slot table is corrupt");
+                return STOA_E_CORRUPT;
+        }
+        pthread_mutex_lock(&s->slot_mu);
+        if (!s->held_slots) {
+                s->nheld_words = (t->nslots + 63) / 64;
+                s->held_slots = calloc(s->nheld_words, sizeof(uint64_t));
+        }
+        pthread_mutex_unlock(&s->slot_mu);
+        return s->held_slots ? 0 : -ENOMEM;
+}
+
+static bool held_locally(const struct seg *s, uint32_t slot)
+{
+        return s->held_slots[slot / 64] & (1ull << (slot % 64));
+}
+
+static void identify(struct slot_hdr *h)
+{
+        struct stat st;
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        h->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        h->pid = (uint32_t)getpid();
+        h->tid = (uint32_t)syscall(SYS_gettid);
+        h->uid = (uint32_t)geteuid();
+        h->pidns = stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+        memset(h->comm, 0, sizeof(h->comm));
+        prctl(PR_GET_NAME, h->comm, 0, 0, 0);
+        h->comm[sizeof(h->comm) - 1] = 0;
+}
+
+/* With the slot's lock byte held: if its last owner died, recover it. */
+static void recover_if_dead_locked(struct seg *s, uint32_t slot)
+{
+        struct slot_hdr *h = slot_hdr(s, slot);
+
+        if (atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
+                return;
+        if (recover_fn)
+                recover_fn(s, slot, recover_arg);
+        h->recovered++;
+        /* New generation first: lock words naming the dead owner read as dead. */
+        atomic_fetch_add_explicit(&h->gen, 1, memory_order_release);
+        atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
+}
+
+int slot_claim(struct seg *s, uint32_t *ret_slot, uint32_t *ret_gen)
+{
+        struct slot_table *t = slots_table(s);
+        int r;
+
+        if (s->forked)
+                return STOA_E_FORKED;
+        if (s->readonly)
+                return -EROFS;
+        pthread_mutex_lock(&s->slot_mu);
+        for (uint32_t i = 0; i < t->nslots; i++) {
+                if (held_locally(s, i))
+                        continue;
+                r = seg_lock_try(s, SEG_LOCK_SLOT_BASE + i);
+                if (r == -EAGAIN)
+                        continue;
+                if (r < 0) {
+                        pthread_mutex_unlock(&s->slot_mu);
+                        return r;
+                }
+                s->held_slots[i / 64] |= 1ull << (i % 64);
+                pthread_mutex_unlock(&s->slot_mu);
+
+                struct slot_hdr *h = slot_hdr(s, i);
+                recover_if_dead_locked(s, i);
+                identify(h);
+                uint32_t gen = atomic_fetch_add_explicit(&h->gen, 1, memory_order_relaxed) + 1;
+                atomic_store_explicit(&h->state, SLOT_LIVE, memory_order_release);
+                *ret_slot = i;
+                *ret_gen = gen;
+                return 0;
+        }
+        pthread_mutex_unlock(&s->slot_mu);
+        seg_set_errdetail("all %u slots of the segment are held by live clients", t->nslots);
+        return STOA_E_NOSLOT;
+}
+
+void slot_release(struct seg *s, uint32_t slot)
+{
+        struct slot_hdr *h = slot_hdr(s, slot);
+
+        atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
+        pthread_mutex_lock(&s->slot_mu);
+        if (!s->forked)
+                seg_lock_release(s, SEG_LOCK_SLOT_BASE + slot);
+        s->held_slots[slot / 64] &= ~(1ull << (slot % 64));
+        pthread_mutex_unlock(&s->slot_mu);
+}
+
+int slot_is_alive(struct seg *s, uint32_t slot)
+{
+        struct slot_hdr *h = slot_hdr(s, slot);
+        int r;
+
+        pthread_mutex_lock(&s->slot_mu);
+        bool mine = held_locally(s, slot);
+        pthread_mutex_unlock(&s->slot_mu);
+        if (mine)
+                return 1;
+        r = seg_lock_held_by_other(s, SEG_LOCK_SLOT_BASE + slot);
+        if (r <= 0)
+                return r;
+        /* Held: alive, unless it is a recoverer holding a FREE slot briefly. */
+        return atomic_load_explicit(&h->state, memory_order_acquire) == SLOT_LIVE;
+}
+
+int slot_is_dead(struct seg *s, uint32_t slot, uint32_t gen)
+{
+        struct slot_table *t = slots_table(s);
+        struct slot_hdr *h;
+        int r;
+
+        if (slot >= t->nslots)
+                return 1;
+        h = slot_hdr(s, slot);
+        if (atomic_load_explicit(&h->gen, memory_order_acquire) != gen)
+                return 1;
+        pthread_mutex_lock(&s->slot_mu);
+        bool mine = held_locally(s, slot);
+        pthread_mutex_unlock(&s->slot_mu);
+        if (mine)
+                return 0;
+        r = seg_lock_held_by_other(s, SEG_LOCK_SLOT_BASE + slot);
+        if (r < 0)
+                return r;
+        return r == 0;
+}
+
+int slot_recover_dead(struct seg *s, uint32_t slot)
+{
+        struct slot_hdr *h = slot_hdr(s, slot);
+        int r;
+
+        if (s->forked)
+                return STOA_E_FORKED;
+        if (atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
+                return 0;
+        pthread_mutex_lock(&s->slot_mu);
+        if (held_locally(s, slot)) {
+                pthread_mutex_unlock(&s->slot_mu);
+                return 0;
+        }
+        r = seg_lock_try(s, SEG_LOCK_SLOT_BASE + slot);
+        if (r < 0) {
+                pthread_mutex_unlock(&s->slot_mu);
+                return r == -EAGAIN ? 0 : r;
+        }
+        s->held_slots[slot / 64] |= 1ull << (slot % 64);
+        pthread_mutex_unlock(&s->slot_mu);
+
+        bool was_live = atomic_load_explicit(&h->state, memory_order_acquire) == SLOT_LIVE;
+        recover_if_dead_locked(s, slot);
+
+        pthread_mutex_lock(&s->slot_mu);
+        seg_lock_release(s, SEG_LOCK_SLOT_BASE + slot);
+        s->held_slots[slot / 64] &= ~(1ull << (slot % 64));
+        pthread_mutex_unlock(&s->slot_mu);
+        return was_live;
+}
+
+int slots_sweep(struct seg *s)
+{
+        struct slot_table *t = slots_table(s);
+        int n = 0;
+
+        for (uint32_t i = 0; i < t->nslots; i++) {
+                int r = slot_recover_dead(s, i);
+                if (r < 0)
+                        return r;
+                n += r;
+        }
+        return n;
+}
