@@ -65,16 +65,49 @@ static struct seg *open_list;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /*
- * In a forked child, close every inherited segment fd: they share the
- * parent's open file description, so holding them would keep the parent's
- * OFD slot locks alive after the parent dies. The mapping stays; the handle
- * is marked forked and refuses further use.
+ * Point a forked child's copy of the mapping at an open file description of
+ * its own. The inherited mapping holds a reference to the parent's
+ * description just as the fd does, and the kernel keeps OFD locks until the
+ * last reference goes, so closing the fd alone would still keep the parent's
+ * slots alive after it dies. Only async-signal-safe calls: this runs in the
+ * child of a fork() that another thread may have been in the middle of.
+ */
+static void remap_own(struct seg *s)
+{
+        char proc[32] = "/proc/self/fd/", digits[12];
+        int n = 0, len = 14, fd, prot = s->readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+        void *p = MAP_FAILED;
+
+        for (unsigned v = (unsigned)s->fd; n == 0 || v; v /= 10)
+                digits[n++] = (char)('0' + v % 10);
+        while (n)
+                proc[len++] = digits[--n];
+        proc[len] = 0;
+        fd = open(proc, (s->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd >= 0) {
+                p = mmap(s->base, s->size, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+                close(fd);
+        }
+        if (p == MAP_FAILED)    /* then no access at all, rather than a parent kept alive */
+                mmap(s->base, s->size, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+}
+
+/*
+ * In a forked child, close every inherited segment fd and remap the
+ * segment through a description of the child's own: sharing the parent's
+ * would keep the parent's OFD slot locks alive after the parent dies. The
+ * mapping stays usable for reading; the handle is marked forked and refuses
+ * further use.
  */
 static void atfork_child(void)
 {
         for (struct seg *s = open_list; s; s = s->next_open) {
-                if (s->fd >= 0)
+                if (s->fd >= 0) {
+                        if (s->base)
+                                remap_own(s);
                         close(s->fd);
+                }
                 s->fd = -1;
                 s->forked = true;
         }

@@ -156,10 +156,16 @@ void slot_release(struct seg *s, uint32_t slot)
 {
         struct slot_hdr *h = slot_hdr(s, slot);
 
+        /*
+         * A handle inherited across fork() holds no slot: the slot is still
+         * its parent's, whose lock byte stays held. Marking it FREE here would
+         * make a live parent look gone and keep it from being recovered.
+         */
+        if (s->forked)
+                return;
         atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
         pthread_mutex_lock(&s->slot_mu);
-        if (!s->forked)
-                seg_lock_release(s, SEG_LOCK_SLOT_BASE + slot);
+        seg_lock_release(s, SEG_LOCK_SLOT_BASE + slot);
         s->held_slots[slot / 64] &= ~(1ull << (slot % 64));
         pthread_mutex_unlock(&s->slot_mu);
 }
