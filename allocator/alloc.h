@@ -117,13 +117,20 @@ struct al_shared {
 };
 _Static_assert(sizeof(struct al_shared) == 64, "al_shared is one line");
 
-/* The one operation a slot has in flight (docs/design.md 3.4). */
+/*
+ * The one operation a slot has in flight (docs/design.md 3.4). A small-block
+ * operation also names the slot counter it bumps and that counter's value
+ * before it: the bump comes after the operation's commit point, so a slot can
+ * die between the two, and recovery sets the counter to what the outcome says.
+ */
 struct al_journal {
         _Atomic uint64_t op;    /* written last */
         uint64_t off;           /* block (user) offset */
         uint64_t stamp;
-        uint64_t pad;
+        uint32_t arena, cls;    /* J_ALLOC: allocs[arena][cls]; J_FREE, J_RFREE: frees[..] */
+        uint64_t count;         /* that counter before the operation */
 };
+_Static_assert(sizeof(struct al_journal) == 40, "journal layout");
 
 /* Per-slot counters: written by the slot's owner only, summed by readers. */
 struct al_counts {

@@ -202,11 +202,41 @@ static uint64_t *arena_bitmap(const struct al_ctx *c, const struct arena *a)
         return seg_ptr(c->s, a->bitmap_off);
 }
 
+/*
+ * Whether the tail page `p` belongs to a committed span or run: a holder
+ * killed between writing the tails and committing the head (span_acquire,
+ * run_alloc), or in al_pages_give after the head, leaves tails whose head is
+ * FREE or covers less.
+ */
+static bool tail_is_held(const struct al_ctx *c, const struct arena *a, uint32_t p)
+{
+        const struct page_desc *t = &c->desc[p];
+        uint32_t h = t->span;
+
+        if (h < a->first_page || h >= p)
+                return false;
+        const struct page_desc *d = &c->desc[h];
+        uint8_t want = t->state == PAGE_SLAB_TAIL ? PAGE_SLAB : PAGE_RUN;
+        return d->state == want && p < h + d->span;
+}
+
 void al_arena_rebuild(struct al_ctx *c, unsigned ai)
 {
         struct arena *a = c->arena[ai];
         uint64_t *bm = arena_bitmap(c, a);
         uint32_t used = 0;
+
+        /* Orphaned tails are free pages. */
+        for (uint32_t p = a->first_page; p < a->first_page + a->npages; p++) {
+                struct page_desc *d = &c->desc[p];
+                if ((d->state == PAGE_SLAB_TAIL || d->state == PAGE_RUN_TAIL) &&
+                    !tail_is_held(c, a, p)) {
+                        d->owner = 0;
+                        d->next = d->prev = 0;
+                        d->full = 0;
+                        d->state = PAGE_FREE;
+                }
+        }
 
         memset(bm, 0, (a->npages + 63) / 64 * 8);
         memset(a->slab_pages, 0, sizeof(a->slab_pages));

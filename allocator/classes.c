@@ -21,7 +21,7 @@ int al_size_class(size_t bytes)
         size_t need = bytes + AL_STAMP_SIZE;
         unsigned lo = 0, hi = al_nclasses;
 
-        if (need > AL_MAX_SMALL)
+        if (bytes > AL_MAX_SMALL - AL_STAMP_SIZE)       /* not `need`: it wraps near SIZE_MAX */
                 return -1;
         while (lo < hi) {       /* first class >= need */
                 unsigned mid = (lo + hi) / 2;

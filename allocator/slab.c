@@ -19,6 +19,9 @@
 #include <string.h>
 
 #define FULL_SCAN_MAX 64u
+#define ALL_WORDS ((1ull << AL_BITMAP_WORDS) - 1)      /* remote_summary, every word */
+
+_Static_assert(AL_BITMAP_WORDS < 64, "remote_summary has a bit per bitmap word");
 
 static inline struct slab_hdr *span_hdr(const struct al_ctx *c, uint32_t page)
 {
@@ -35,6 +38,16 @@ static inline void journal(struct al_slot *as, int op, uint64_t off, uint64_t st
         as->j.off = off;
         as->j.stamp = stamp;
         atomic_store_explicit(&as->j.op, (uint64_t)op, memory_order_release);
+}
+
+/* Journal a small-block operation with the counter it will bump (alloc.h). */
+static inline void journal_block(struct al_slot *as, int op, uint64_t off, uint64_t stamp,
+                                 unsigned ai, unsigned cls, uint64_t count)
+{
+        as->j.arena = ai;
+        as->j.cls = cls;
+        as->j.count = count;
+        journal(as, op, off, stamp);
 }
 
 static inline void journal_clear(struct al_slot *as)
@@ -128,14 +141,23 @@ static uint32_t count_local_free(const struct slab_hdr *sh)
         return n;
 }
 
+/*
+ * A fresh span: every block free, and stamped free. The pages may have held
+ * anything before (a run, another class); a stale non-FREE word where a stamp
+ * now lies would let a slot that does not own the span "free" a block never
+ * handed out (a stale pointer freed twice), since it can only check the stamp.
+ */
 static void span_format(struct al_ctx *c, uint32_t page, unsigned cls)
 {
         struct slab_hdr *sh = span_hdr(c, page);
-        uint32_t cap = al_class_capacity(cls);
+        uint32_t cap = al_class_capacity(cls), bs = al_class_size[cls];
+        uint64_t base = al_page_off(c, page) + AL_SLAB_HDR;
 
         memset(sh, 0, sizeof(*sh));
-        for (uint32_t i = 0; i < cap; i++)
+        for (uint32_t i = 0; i < cap; i++) {
                 sh->local_free[i / 64] |= 1ull << (i % 64);
+                *stamp_at(c, base + (uint64_t)i * bs) = AL_STAMP_FREE;
+        }
 }
 
 /* ---- getting spans ------------------------------------------------------- */
@@ -273,7 +295,8 @@ static int slab_alloc(struct al_heap *h, unsigned ai, unsigned cls, uint64_t *re
                 uint64_t block = al_page_off(c, page) + AL_SLAB_HDR +
                                  (uint64_t)bit * d->block_size;
                 uint64_t stamp = (uint64_t)h->slot << 48 | (++as->seq & 0xffffffffffffull);
-                journal(as, J_ALLOC, block + AL_STAMP_SIZE, stamp);       /* step 1 */
+                journal_block(as, J_ALLOC, block + AL_STAMP_SIZE, stamp,  /* step 1 */
+                              ai, cls, as->c.allocs[ai][cls]);
                 sh->local_free[bit / 64] &= ~(1ull << (bit % 64));        /* step 2 */
                 d->nfree--;
                 *stamp_at(c, block) = stamp;
@@ -289,13 +312,13 @@ static int run_alloc(struct al_heap *h, unsigned ai, size_t bytes, uint64_t *ret
 {
         struct al_ctx *c = h->ctx;
         struct arena *a = c->arena[ai];
+        int r;
+
+        if (bytes > (uint64_t)a->npages * AL_PAGE_SIZE - AL_STAMP_SIZE)
+                return -E2BIG;  /* checked before adding the stamp, which could wrap */
         uint64_t need = bytes + AL_STAMP_SIZE;
         uint32_t n = (uint32_t)((need + AL_PAGE_SIZE - 1) >> AL_PAGE_SHIFT);
         uint64_t stamp = (uint64_t)h->slot << 48 | (++h->as->seq & 0xffffffffffffull);
-        int r;
-
-        if (need > (uint64_t)a->npages * AL_PAGE_SIZE)
-                return -E2BIG;
         r = al_arena_lock(h, ai);
         if (r < 0)
                 return r;
@@ -345,8 +368,13 @@ static int run_free(struct al_heap *h, uint32_t page, uint64_t stamp)
         a->run_pages -= d->span;
         a->run_bytes -= d->run_bytes;
         a->run_frees++;
-        d->run_stamp = AL_STAMP_FREE;
+        /*
+         * The descriptor's state is the commit point; the stamp is cleared
+         * after it. Cleared first, a holder killed in between would leave a
+         * RUN that the journal no longer names (it compares stamps): leaked.
+         */
         al_pages_give(c, ai, page, d->span);
+        d->run_stamp = AL_STAMP_FREE;
         al_arena_unlock(h, ai);
         return 0;
 }
@@ -462,7 +490,7 @@ int al_free(struct al_heap *h, uint64_t off)
                                           (unsigned long long)off);
                         return -EINVAL;
                 }
-                journal(as, J_FREE, off, stamp);
+                journal_block(as, J_FREE, off, stamp, ai, cls, as->c.frees[ai][cls]);
                 *stampp = AL_STAMP_FREE;
                 sh->local_free[idx / 64] |= mask;
                 d->nfree++;
@@ -480,7 +508,7 @@ int al_free(struct al_heap *h, uint64_t off)
                 }
                 return 0;
         }
-        journal(as, J_RFREE, off, stamp);
+        journal_block(as, J_RFREE, off, stamp, ai, cls, as->c.frees[ai][cls]);
         remote_free(sh, idx);
         as->c.frees[ai][cls]++;
         journal_clear(as);
@@ -525,6 +553,13 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
                         if (d->state != PAGE_SLAB || d->owner != slot + 1)
                                 continue;
                         struct slab_hdr *sh = span_hdr(c, p);
+                        /*
+                         * Every word, not only those the summary flags: an
+                         * owner killed in a drain may have taken the summary
+                         * and left bits in remote_free (design 3.4, "drain").
+                         */
+                        atomic_fetch_or_explicit(&sh->remote_summary, ALL_WORDS,
+                                                 memory_order_relaxed);
                         drain(c, p, sh);
                         d->nfree = count_local_free(sh);
                         d->full = 0;
@@ -555,17 +590,33 @@ void al_heap_abandon(struct al_heap *h)
 
 /* ---- recovery of a dead slot --------------------------------------------- */
 
-/* Resolve the dead slot's journal (design 3.4). Returns 0 none, 1 freed, 2 kept. */
+/*
+ * Resolve the dead slot's journal (design 3.4). Returns 0 none, 1 freed, 2 kept.
+ * For a small block it also sets the counter the operation bumps to its value
+ * before the operation, plus one if the operation took effect (or is redone).
+ */
 static int resolve_journal(struct al_heap *h, al_published_fn published, void *arg)
 {
         struct al_ctx *c = h->ctx;
         struct al_slot *as = h->as;
         int op = (int)atomic_load_explicit(&as->j.op, memory_order_acquire);
-        uint64_t off = as->j.off, stamp = as->j.stamp;
+        uint64_t off = as->j.off, stamp = as->j.stamp, *count = NULL;
         uint32_t page, idx;
 
-        if (op == J_NONE || locate(c, off, &page, &idx) < 0)
+        if (op == J_ALLOC || op == J_FREE || op == J_RFREE) {
+                if (as->j.arena >= c->narenas || as->j.cls >= al_nclasses)
+                        return 0;
+                count = op == J_ALLOC ? &as->c.allocs[as->j.arena][as->j.cls]
+                                      : &as->c.frees[as->j.arena][as->j.cls];
+        }
+        if (op == J_NONE)
                 return 0;
+        if (locate(c, off, &page, &idx) < 0) {
+                /* The block's span has been given back: the free took effect. */
+                if (op == J_FREE || op == J_RFREE)
+                        *count = as->j.count + 1;
+                return 0;
+        }
         struct page_desc *d = al_desc(c, page);
         if (op == J_RUN_ALLOC || op == J_RUN_FREE) {
                 if (idx != UINT32_MAX || d->state != PAGE_RUN || d->run_stamp != stamp)
@@ -585,16 +636,27 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
 
         switch (op) {
         case J_ALLOC:
-                if (rbit || lbit || !own)
+                if (!own)
+                        return 0;
+                /*
+                 * A clear bit: handed out by this operation, counted once. A
+                 * set bit: not handed out yet (not counted either), or handed
+                 * out, freed remotely and drained since (counted already).
+                 */
+                if (!lbit)
+                        *count = as->j.count + 1;
+                if (rbit || lbit)
                         return 0;       /* not handed out, or freed since */
                 if (published && published(off, arg))
                         return 2;
                 break;
         case J_FREE:
+                *count = as->j.count + 1;       /* it happened, or happens below */
                 if (rbit || lbit || !own)
                         return 0;       /* the free happened */
                 break;
         case J_RFREE:
+                *count = as->j.count + 1;
                 if (rbit) {             /* happened; make sure the owner will see it */
                         atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64),
                                                  memory_order_release);
@@ -603,7 +665,6 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
                 if (cur != stamp)
                         return 0;       /* drained (and maybe reused) since */
                 remote_free(sh, idx);
-                as->c.frees[d->arena][d->cls]++;
                 return 1;
         default:
                 return 0;
@@ -611,7 +672,8 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
         /* Own span, block allocated and not published: free it. */
         *stamp_at(c, off - AL_STAMP_SIZE) = AL_STAMP_FREE;
         sh->local_free[idx / 64] |= mask;
-        as->c.frees[d->arena][d->cls]++;
+        if (op == J_ALLOC)
+                as->c.frees[d->arena][d->cls]++;        /* a free of its own; J_FREE's is counted */
         return 1;
 }
 
@@ -621,12 +683,25 @@ int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, 
         struct al_heap h;
         struct al_recovery rec = { 0 };
 
-        al_heap_init(&h, c, dead, atomic_load_explicit(&slot_hdr(c->s, dead)->gen,
-                                                       memory_order_acquire));
+        /*
+         * Recovery takes arena locks in the dead slot's name, so it needs a
+         * tag other than the one the dead holder may have left in a lock
+         * word: with the same (slot, gen) the recoverer would spin on that
+         * word for ever, its holder looking alive (the slot's byte is held,
+         * by the recoverer). A new generation makes the dead tag read as
+         * dead, to the recoverer and to everyone else, and the recoverer's
+         * as alive. shm/slots.c bumps the generation only after this hook
+         * (its comment says "first"); until it does, the bump is made here
+         * and undone once every lock taken under it is released, so that a
+         * recovery still moves the generation by exactly one.
+         */
+        _Atomic uint32_t *genp = &slot_hdr(c->s, dead)->gen;
+        al_heap_init(&h, c, dead, atomic_fetch_add_explicit(genp, 1, memory_order_acq_rel) + 1);
         rec.journal_op = (int)atomic_load_explicit(&h.as->j.op, memory_order_acquire);
         rec.journal_action = resolve_journal(&h, published, arg);
         journal_clear(h.as);
         abandon_all(&h, dead, &rec);
+        atomic_fetch_sub_explicit(genp, 1, memory_order_release);
         if (ret)
                 *ret = rec;
         return 0;

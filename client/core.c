@@ -202,6 +202,10 @@ void core_thread_leave(struct core_thread *t)
 {
         if (!t || !t->core)
                 return;
+        if (t->core->seg->forked) {     /* the slot is the parent's: leave it be */
+                t->core = NULL;
+                return;
+        }
         al_heap_abandon(&t->heap);
         slot_release(t->core->seg, t->slot);
         t->core = NULL;

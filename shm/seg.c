@@ -110,6 +110,7 @@ static void atfork_child(void)
                 }
                 s->fd = -1;
                 s->forked = true;
+                pthread_mutex_init(&s->slot_mu, NULL);  /* another thread may have held it */
         }
         pthread_mutex_init(&open_mu, NULL);
 }
@@ -222,6 +223,11 @@ uint64_t seg_header_checksum(const struct seg_header *h)
 static int header_check(const struct seg_header *h, uint64_t fsize, int fd,
                         const char *what)
 {
+        /* Whatever bytes there are: a file that is not ours is foreign, short or not. */
+        if (fsize >= sizeof(h->magic) && memcmp(h->magic, SEG_MAGIC, sizeof(h->magic)) != 0) {
+                seg_set_errdetail("%s: not a stoa segment (no STOASEG magic)", what);
+                return STOA_E_FOREIGN;
+        }
         if (fsize < SEG_HEADER_SIZE) {
                 seg_set_errdetail("%s: %llu bytes, shorter than a segment header (%u)",
                                   what, (unsigned long long)fsize, SEG_HEADER_SIZE);

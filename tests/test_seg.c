@@ -2,7 +2,7 @@
  * tests/test_seg.c: the segment layer (shm/seg, shm/slots) through its real
  * entry points.
  *
- * Every case runs in a process of its own (run_case), so a crash, a SIGBUS or
+ * Every case runs in a process of its own (fork_case), so a crash, a SIGBUS or
  * a hang in one case is reported as that case's failure and cannot hide the
  * others. Inside that process cmocka's asserts would longjmp into the forked
  * copy of the runner, so cases check with CHECK*, which print and exit.
@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <setjmp.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -774,7 +775,7 @@ CASE(corrupt)
 
 /* ---- 8. permissions ------------------------------------------------------- */
 
-/* In a child: become nobody with `groups`, then run `fn`. Returns its status. */
+/* In a child: become nobody with `groups`, then run `fn`; it must succeed. */
 static void as_nobody(const gid_t *groups, size_t ngroups, void (*fn)(const char *),
                       const char *path)
 {
@@ -1101,12 +1102,30 @@ static void unmount_huge(struct tctx *t)
 
 #define NR_HUGE "/proc/sys/vm/nr_hugepages"
 
+/*
+ * meson's is_parallel only orders the tests of one run; this keeps two runs
+ * (say build/ and build-san/ at once) from restoring each other's
+ * nr_hugepages. The kernel drops the lock when the runner exits.
+ */
+static void lock_hugepages(void)
+{
+        static int fd = -1;
+
+        if (fd < 0)
+                fd = open("/tmp/stoa-test-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+                while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
+                        ;
+}
+
 static void test_huge_backing(void **state)
 {
         struct tctx *t = *state;
-        long old = read_long(NR_HUGE), now;
+        long old, now;
         int st, r;
 
+        lock_hugepages();
+        old = read_long(NR_HUGE);
         if (geteuid() != 0 || old < 0) {
                 print_message("    skipped: needs root and %s\n", NR_HUGE);
                 skip();
@@ -1132,6 +1151,7 @@ static void test_huge_none(void **state)
 {
         struct tctx *t = *state;
 
+        lock_hugepages();
         if (meminfo("HugePages_Free") != 0 ||
             read_long("/proc/sys/vm/nr_overcommit_hugepages") > 0) {
                 print_message("    skipped: this host has free or overcommittable hugepages; "
