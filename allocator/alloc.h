@@ -143,7 +143,9 @@ struct al_slot {
         struct al_journal j;
         uint64_t seq;                   /* stamp sequence */
         uint32_t avail[AL_MAX_ARENAS][AL_NCLASSES];    /* owner lists: page idx + 1 */
-        uint32_t fullq[AL_MAX_ARENAS][AL_NCLASSES];
+        uint32_t fullq[AL_MAX_ARENAS][AL_NCLASSES];    /* oldest first */
+        uint32_t fulltail[AL_MAX_ARENAS][AL_NCLASSES];
+        uint32_t fulln[AL_MAX_ARENAS][AL_NCLASSES];
         struct al_counts c;
 };
 

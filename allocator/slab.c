@@ -99,6 +99,40 @@ static void list_del(struct al_ctx *c, uint32_t *head, uint32_t page)
         d->next = d->prev = 0;
 }
 
+/*
+ * The full list of (arena, class) keeps spans oldest first, with a tail, so
+ * that a scan meets first the spans whose blocks were handed out longest ago:
+ * the ones a FIFO-ish workload (a cache evicting) frees first.
+ */
+static void full_append(struct al_ctx *c, struct al_slot *as, unsigned ai, unsigned cls,
+                        uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+        uint32_t tail = as->fulltail[ai][cls];
+
+        d->next = 0;
+        d->prev = tail;
+        if (tail)
+                al_desc(c, tail - 1)->next = page + 1;
+        else
+                as->fullq[ai][cls] = page + 1;
+        as->fulltail[ai][cls] = page + 1;
+        as->fulln[ai][cls]++;
+        d->full = 1;
+}
+
+static void full_del(struct al_ctx *c, struct al_slot *as, unsigned ai, unsigned cls,
+                     uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+
+        if (as->fulltail[ai][cls] == page + 1)
+                as->fulltail[ai][cls] = d->prev;
+        list_del(c, &as->fullq[ai][cls], page);
+        as->fulln[ai][cls]--;
+        d->full = 0;
+}
+
 /* ---- bitmaps ------------------------------------------------------------- */
 
 /*
@@ -219,36 +253,58 @@ static void span_release(struct al_heap *h, uint32_t page)
         al_arena_unlock(h, ai);
 }
 
+/*
+ * Look at up to `limit` spans of the full list, oldest first. Spans that others
+ * have freed into are drained: the first one with free blocks is returned,
+ * later ones join the avail list, or go back to the arena if entirely free.
+ * Spans with nothing new move to the back, so the next scan sees others.
+ */
+static uint32_t scan_full(struct al_heap *h, unsigned ai, unsigned cls, uint32_t limit)
+{
+        struct al_ctx *c = h->ctx;
+        struct al_slot *as = h->as;
+        uint32_t found = UINT32_MAX, n = as->fulln[ai][cls];
+
+        if (limit > n)
+                limit = n;
+        for (uint32_t k = 0; k < limit && as->fullq[ai][cls]; k++) {
+                uint32_t page = as->fullq[ai][cls] - 1;
+                struct page_desc *d = al_desc(c, page);
+                struct slab_hdr *sh = span_hdr(c, page);
+                full_del(c, as, ai, cls, page);
+                if (atomic_load_explicit(&sh->remote_summary, memory_order_relaxed) == 0 ||
+                    drain(c, page, sh) == 0) {
+                        full_append(c, as, ai, cls, page);
+                        continue;
+                }
+                if (found == UINT32_MAX) {
+                        found = page;
+                        list_push(c, &as->avail[ai][cls], page);
+                } else if (d->nfree == d->capacity) {
+                        span_release(h, page);
+                } else {
+                        list_push(c, &as->avail[ai][cls], page);
+                }
+        }
+        return found;
+}
+
 /* A page with free blocks for (arena, class), or UINT32_MAX. */
 static uint32_t refill(struct al_heap *h, unsigned ai, unsigned cls)
 {
         struct al_ctx *c = h->ctx;
-        uint32_t *avail = &h->as->avail[ai][cls];
-        uint32_t *full = &h->as->fullq[ai][cls];
-        uint32_t p = *full, scanned = 0;
+        uint32_t page = scan_full(h, ai, cls, FULL_SCAN_MAX);
 
-        /* Full spans that others have freed into since. */
-        while (p && scanned++ < FULL_SCAN_MAX) {
-                uint32_t page = p - 1;
-                p = al_desc(c, page)->next;
-                struct slab_hdr *sh = span_hdr(c, page);
-                if (atomic_load_explicit(&sh->remote_summary, memory_order_relaxed) == 0)
-                        continue;
-                if (drain(c, page, sh) == 0)
-                        continue;
-                list_del(c, full, page);
-                al_desc(c, page)->full = 0;
-                list_push(c, avail, page);
+        if (page != UINT32_MAX)
                 return page;
-        }
-        uint32_t page = span_acquire(h, ai, cls);
-        if (page == UINT32_MAX)
-                return UINT32_MAX;
+        page = span_acquire(h, ai, cls);
+        if (page == UINT32_MAX)         /* the arena is out: look at every span first */
+                return scan_full(h, ai, cls, UINT32_MAX);
         struct page_desc *d = al_desc(c, page);
         drain(c, page, span_hdr(c, page));
         d->nfree = count_local_free(span_hdr(c, page));
         d->full = 0;
-        list_push(c, avail, page);
+        list_push(c, &h->as->avail[ai][cls], page);
         return page;
 }
 
@@ -288,8 +344,7 @@ static int slab_alloc(struct al_heap *h, unsigned ai, unsigned cls, uint64_t *re
                         bit = find_free(d, sh);
                 if (bit < 0) {
                         list_del(c, avail, page);
-                        d->full = 1;
-                        list_push(c, &as->fullq[ai][cls], page);
+                        full_append(c, as, ai, cls, page);
                         continue;
                 }
                 uint64_t block = al_page_off(c, page) + AL_SLAB_HDR +
@@ -407,6 +462,9 @@ int al_alloc(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off)
                 if (r != -ENOMEM || node >= 0)
                         break;
         }
+        if (r == -ENOMEM)
+                seg_set_errdetail("no free memory for %zu bytes%s", bytes,
+                                  node >= 0 ? " on that node" : " in any arena");
         return r;
 }
 
@@ -499,8 +557,7 @@ int al_free(struct al_heap *h, uint64_t off)
                 as->c.frees[ai][cls]++;
                 journal_clear(as);
                 if (d->full) {
-                        list_del(c, &as->fullq[ai][cls], page);
-                        d->full = 0;
+                        full_del(c, as, ai, cls, page);
                         list_push(c, &as->avail[ai][cls], page);
                 } else if (d->nfree == d->capacity && as->avail[ai][cls] != page + 1) {
                         list_del(c, &as->avail[ai][cls], page);
@@ -580,6 +637,8 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
         }
         memset(h->as->avail, 0, sizeof(h->as->avail));
         memset(h->as->fullq, 0, sizeof(h->as->fullq));
+        memset(h->as->fulltail, 0, sizeof(h->as->fulltail));
+        memset(h->as->fulln, 0, sizeof(h->as->fulln));
 }
 
 void al_heap_abandon(struct al_heap *h)
