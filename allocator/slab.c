@@ -743,24 +743,17 @@ int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, 
         struct al_recovery rec = { 0 };
 
         /*
-         * Recovery takes arena locks in the dead slot's name, so it needs a
-         * tag other than the one the dead holder may have left in a lock
-         * word: with the same (slot, gen) the recoverer would spin on that
-         * word for ever, its holder looking alive (the slot's byte is held,
-         * by the recoverer). A new generation makes the dead tag read as
-         * dead, to the recoverer and to everyone else, and the recoverer's
-         * as alive. shm/slots.c bumps the generation only after this hook
-         * (its comment says "first"); until it does, the bump is made here
-         * and undone once every lock taken under it is released, so that a
-         * recovery still moves the generation by exactly one.
+         * Recovery takes arena locks in the dead slot's name, under the slot's
+         * current generation: shm/slots.c moved it past the dead owner's before
+         * calling us, so a lock word the dead owner left reads as dead, and
+         * ours as alive (the recoverer holds the slot's byte).
          */
-        _Atomic uint32_t *genp = &slot_hdr(c->s, dead)->gen;
-        al_heap_init(&h, c, dead, atomic_fetch_add_explicit(genp, 1, memory_order_acq_rel) + 1);
+        al_heap_init(&h, c, dead, atomic_load_explicit(&slot_hdr(c->s, dead)->gen,
+                                                       memory_order_acquire));
         rec.journal_op = (int)atomic_load_explicit(&h.as->j.op, memory_order_acquire);
         rec.journal_action = resolve_journal(&h, published, arg);
         journal_clear(h.as);
         abandon_all(&h, dead, &rec);
-        atomic_fetch_sub_explicit(genp, 1, memory_order_release);
         if (ret)
                 *ret = rec;
         return 0;

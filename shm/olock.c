@@ -5,10 +5,12 @@
 #include "shm/slots.h"
 
 #include <ck_backoff.h>
+#include <ck_pr.h>
 #include <sched.h>
 #include <time.h>
 
-#define SPINS_BEFORE_CHECK 4096u
+#define SPINS_BEFORE_CHECK 256u
+#define BACKOFF_CEILING    1024u    /* pause loops: ~1k x ~40 ns at most a spin */
 
 int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, bool *ret_broken)
 {
@@ -26,8 +28,17 @@ int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, b
                                 return 0;
                         continue;
                 }
+                /*
+                 * Back off, but never for long: ck's exponential backoff grows
+                 * without bound, and a dead holder must be noticed within
+                 * milliseconds, not after a second of spinning.
+                 */
                 if (++spins < SPINS_BEFORE_CHECK) {
-                        ck_backoff_eb(&backoff);
+                        if (backoff < BACKOFF_CEILING)
+                                ck_backoff_eb(&backoff);
+                        else
+                                for (unsigned i = 0; i < BACKOFF_CEILING; i++)
+                                        ck_pr_stall();
                         continue;
                 }
                 spins = 0;

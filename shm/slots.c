@@ -107,11 +107,15 @@ static void recover_if_dead_locked(struct seg *s, uint32_t slot)
 
         if (atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
                 return;
+        /*
+         * New generation first: lock words naming the dead owner now read as
+         * dead to everyone, and the hook takes locks under the new one, which
+         * reads as alive (we hold the byte) for as long as recovery runs.
+         */
+        atomic_fetch_add_explicit(&h->gen, 1, memory_order_acq_rel);
         if (recover_fn)
                 recover_fn(s, slot, recover_arg);
         h->recovered++;
-        /* New generation first: lock words naming the dead owner read as dead. */
-        atomic_fetch_add_explicit(&h->gen, 1, memory_order_release);
         atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
 }
 
