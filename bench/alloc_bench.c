@@ -24,6 +24,7 @@
  */
 #include "bench/spsc.h"
 #include "client/core.h"
+#include "tools/cli.h"
 #include "stoa/stoa.h"
 
 #include <errno.h>
@@ -862,18 +863,12 @@ static void usage(FILE *f)
         fprintf(f, "\n  --json     one JSON object on stdout instead of the table\n");
 }
 
+/* 0 for anything that is not a size: the options below reject 0. */
 static uint64_t parse_size(const char *s)
 {
-        char *end;
-        unsigned long long v = strtoull(s, &end, 0);
+        uint64_t v;
 
-        switch (*end) {
-        case 'k': case 'K': v <<= 10; end++; break;
-        case 'm': case 'M': v <<= 20; end++; break;
-        case 'g': case 'G': v <<= 30; end++; break;
-        default: break;
-        }
-        return *end ? 0 : v;
+        return cli_parse_size(s, &v) == 0 ? v : 0;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)

@@ -4,13 +4,13 @@
 #include "shm/olock.h"
 #include "shm/slots.h"
 
+/* Back off, but never for long: a dead holder must be noticed within milliseconds. */
+#define CK_BACKOFF_CEILING 1023u
 #include <ck_backoff.h>
-#include <ck_pr.h>
 #include <sched.h>
 #include <time.h>
 
 #define SPINS_BEFORE_CHECK 256u
-#define BACKOFF_CEILING    1024u    /* pause loops: ~1k x ~40 ns at most a spin */
 
 int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, bool *ret_broken)
 {
@@ -28,17 +28,8 @@ int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, b
                                 return 0;
                         continue;
                 }
-                /*
-                 * Back off, but never for long: ck's exponential backoff grows
-                 * without bound, and a dead holder must be noticed within
-                 * milliseconds, not after a second of spinning.
-                 */
                 if (++spins < SPINS_BEFORE_CHECK) {
-                        if (backoff < BACKOFF_CEILING)
-                                ck_backoff_eb(&backoff);
-                        else
-                                for (unsigned i = 0; i < BACKOFF_CEILING; i++)
-                                        ck_pr_stall();
+                        ck_backoff_eb(&backoff);
                         continue;
                 }
                 spins = 0;

@@ -233,10 +233,6 @@ static int header_check(const struct seg_header *h, uint64_t fsize, int fd,
                                   what, (unsigned long long)fsize, SEG_HEADER_SIZE);
                 return STOA_E_TRUNCATED;
         }
-        if (memcmp(h->magic, SEG_MAGIC, sizeof(h->magic)) != 0) {
-                seg_set_errdetail("%s: not a stoa segment (no STOASEG magic)", what);
-                return STOA_E_FOREIGN;
-        }
         if (h->version != SEG_VERSION || h->header_size != SEG_HEADER_SIZE) {
                 seg_set_errdetail("%s: segment format version %u, this library reads version %u",
                                   what, h->version, SEG_VERSION);

@@ -4,6 +4,7 @@
  * died, until SIGINT or SIGTERM.
  */
 #include "client/core.h"
+#include "tools/cli.h"
 #include "stoa/stoa.h"
 
 #include <errno.h>
@@ -33,25 +34,6 @@ static void usage(FILE *f)
                 CORE_DEFAULT_NAME);
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-        char *end;
-        unsigned long long v = strtoull(s, &end, 10);
-
-        if (end == s)
-                return -EINVAL;
-        switch (*end) {
-        case 'k': case 'K': v <<= 10; end++; break;
-        case 'm': case 'M': v <<= 20; end++; break;
-        case 'g': case 'G': v <<= 30; end++; break;
-        default: break;
-        }
-        if (*end)
-                return -EINVAL;
-        *out = v;
-        return 0;
-}
-
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -75,7 +57,7 @@ int main(int argc, char **argv)
                 switch (opt) {
                 case 'n': name = optarg; break;
                 case 's':
-                        if (parse_size(optarg, &cfg.size) < 0) {
+                        if (cli_parse_size(optarg, &cfg.size) < 0) {
                                 fprintf(stderr, "stoad: bad size '%s'\n", optarg);
                                 return 2;
                         }
