@@ -53,7 +53,7 @@ enum { J_NONE = 0, J_ALLOC, J_FREE, J_RFREE, J_RUN_ALLOC, J_RUN_FREE };
  */
 struct page_desc {
         uint8_t state;
-        uint8_t full;           /* owner: on its full list */
+        uint8_t full;           /* owner 0: on the arena's abandoned list */
         uint8_t cls;
         uint8_t arena;
         uint32_t owner;         /* slot + 1; 0 = none (free or abandoned) */
@@ -143,9 +143,6 @@ struct al_slot {
         struct al_journal j;
         uint64_t seq;                   /* stamp sequence */
         uint32_t avail[AL_MAX_ARENAS][AL_NCLASSES];    /* owner lists: page idx + 1 */
-        uint32_t fullq[AL_MAX_ARENAS][AL_NCLASSES];    /* oldest first */
-        uint32_t fulltail[AL_MAX_ARENAS][AL_NCLASSES];
-        uint32_t fulln[AL_MAX_ARENAS][AL_NCLASSES];
         struct al_counts c;
 };
 
@@ -218,6 +215,8 @@ void al_commit(struct al_heap *h);
 /* Usable bytes of an allocated block; 0 if `off` is not one. */
 size_t al_usable(const struct al_ctx *c, uint64_t off);
 uint64_t al_stamp(const struct al_ctx *c, uint64_t off);
+/* Give emptied abandoned spans of every class back to the arenas. Returns pages. */
+uint32_t al_trim(struct al_heap *h);
 /* Return this heap's empty pages to the arena and abandon the rest (slot release). */
 void al_heap_abandon(struct al_heap *h);
 

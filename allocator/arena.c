@@ -220,6 +220,18 @@ static bool tail_is_held(const struct al_ctx *c, const struct arena *a, uint32_t
         return d->state == want && p < h + d->span;
 }
 
+/* A span some block of which is free, locally or remotely (lock held). */
+static bool span_has_free(const struct al_ctx *c, uint32_t page)
+{
+        const struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, page));
+
+        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
+                if (sh->local_free[w] || atomic_load_explicit(&sh->remote_free[w],
+                                                              memory_order_relaxed))
+                        return true;
+        return false;
+}
+
 void al_arena_rebuild(struct al_ctx *c, unsigned ai)
 {
         struct arena *a = c->arena[ai];
@@ -251,8 +263,11 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                         break;
                 case PAGE_SLAB:
                         a->slab_pages[d->cls] += d->span;
-                        if (d->owner == 0) {    /* abandoned: relink */
+                        d->full = 0;
+                        if (d->owner == 0 && span_has_free(c, a->first_page + p)) {
+                                /* abandoned, or disowned with frees: relink */
                                 uint32_t idx = a->first_page + p;
+                                d->full = 1;
                                 d->prev = 0;
                                 d->next = a->abandoned[d->cls];
                                 if (d->next)

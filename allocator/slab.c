@@ -18,7 +18,6 @@
 #include <sched.h>
 #include <string.h>
 
-#define FULL_SCAN_MAX 64u
 #define ALL_WORDS ((1ull << AL_BITMAP_WORDS) - 1)      /* remote_summary, every word */
 
 _Static_assert(AL_BITMAP_WORDS < 64, "remote_summary has a bit per bitmap word");
@@ -99,40 +98,6 @@ static void list_del(struct al_ctx *c, uint32_t *head, uint32_t page)
         d->next = d->prev = 0;
 }
 
-/*
- * The full list of (arena, class) keeps spans oldest first, with a tail, so
- * that a scan meets first the spans whose blocks were handed out longest ago:
- * the ones a FIFO-ish workload (a cache evicting) frees first.
- */
-static void full_append(struct al_ctx *c, struct al_slot *as, unsigned ai, unsigned cls,
-                        uint32_t page)
-{
-        struct page_desc *d = al_desc(c, page);
-        uint32_t tail = as->fulltail[ai][cls];
-
-        d->next = 0;
-        d->prev = tail;
-        if (tail)
-                al_desc(c, tail - 1)->next = page + 1;
-        else
-                as->fullq[ai][cls] = page + 1;
-        as->fulltail[ai][cls] = page + 1;
-        as->fulln[ai][cls]++;
-        d->full = 1;
-}
-
-static void full_del(struct al_ctx *c, struct al_slot *as, unsigned ai, unsigned cls,
-                     uint32_t page)
-{
-        struct page_desc *d = al_desc(c, page);
-
-        if (as->fulltail[ai][cls] == page + 1)
-                as->fulltail[ai][cls] = d->prev;
-        list_del(c, &as->fullq[ai][cls], page);
-        as->fulln[ai][cls]--;
-        d->full = 0;
-}
-
 /* ---- bitmaps ------------------------------------------------------------- */
 
 /*
@@ -208,6 +173,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls)
         if (a->abandoned[cls]) {
                 page = a->abandoned[cls] - 1;
                 list_del(c, &a->abandoned[cls], page);
+                al_desc(c, page)->full = 0;
                 al_desc(c, page)->owner = h->slot + 1;
         } else {
                 uint32_t span = al_class_span(cls);
@@ -254,58 +220,108 @@ static void span_release(struct al_heap *h, uint32_t page)
 }
 
 /*
- * Look at up to `limit` spans of the full list, oldest first. Spans that others
- * have freed into are drained: the first one with free blocks is returned,
- * later ones join the avail list, or go back to the arena if entirely free.
- * Spans with nothing new move to the back, so the next scan sees others.
+ * Disowning (docs/design.md 3.6). A span with no free block leaves its owner:
+ * owner 0, on no list. The remote free that turns its summary from 0 to
+ * non-zero lists it on the arena's abandoned list, where any slot adopts it.
+ * So memory freed into spans is reusable by every slot, not only by the one
+ * that filled them (which may be idle). The disowner stores owner 0 then
+ * reads the summary; the freer sets the summary then reads the owner; both
+ * sequentially consistent, so at least one of them sees the other and lists
+ * the span. `full` of an ownerless span says it is listed (arena lock).
  */
-static uint32_t scan_full(struct al_heap *h, unsigned ai, unsigned cls, uint32_t limit)
+static void disown_locked(struct al_ctx *c, unsigned ai, uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+        struct slab_hdr *sh = span_hdr(c, page);
+
+        __atomic_store_n(&d->owner, 0, __ATOMIC_SEQ_CST);
+        atomic_thread_fence(memory_order_seq_cst);
+        d->full = 0;
+        if (d->nfree > 0 || atomic_load_explicit(&sh->remote_summary, memory_order_seq_cst)) {
+                list_push(c, &c->arena[ai]->abandoned[d->cls], page);
+                d->full = 1;
+        }
+}
+
+static void span_disown(struct al_heap *h, uint32_t page)
+{
+        unsigned ai = al_desc(h->ctx, page)->arena;
+
+        if (al_arena_lock(h, ai) < 0)
+                return;         /* stays owned; found again by abandon_all */
+        disown_locked(h->ctx, ai, page);
+        al_arena_unlock(h, ai);
+}
+
+/* After a remote free that found the summary empty: list a disowned span. */
+static void list_if_disowned(struct al_heap *h, uint32_t page)
 {
         struct al_ctx *c = h->ctx;
-        struct al_slot *as = h->as;
-        uint32_t found = UINT32_MAX, n = as->fulln[ai][cls];
+        struct page_desc *d = al_desc(c, page);
+        unsigned ai = d->arena;
 
-        if (limit > n)
-                limit = n;
-        for (uint32_t k = 0; k < limit && as->fullq[ai][cls]; k++) {
-                uint32_t page = as->fullq[ai][cls] - 1;
-                struct page_desc *d = al_desc(c, page);
-                struct slab_hdr *sh = span_hdr(c, page);
-                full_del(c, as, ai, cls, page);
-                if (atomic_load_explicit(&sh->remote_summary, memory_order_relaxed) == 0 ||
-                    drain(c, page, sh) == 0) {
-                        full_append(c, as, ai, cls, page);
-                        continue;
-                }
-                if (found == UINT32_MAX) {
-                        found = page;
-                        list_push(c, &as->avail[ai][cls], page);
-                } else if (d->nfree == d->capacity) {
-                        span_release(h, page);
-                } else {
-                        list_push(c, &as->avail[ai][cls], page);
-                }
+        if (__atomic_load_n(&d->owner, __ATOMIC_SEQ_CST) != 0)
+                return;
+        if (al_arena_lock(h, ai) < 0)
+                return;
+        if (d->state == PAGE_SLAB && d->owner == 0 && !d->full) {
+                list_push(c, &c->arena[ai]->abandoned[d->cls], page);
+                d->full = 1;
         }
-        return found;
+        al_arena_unlock(h, ai);
 }
 
 /* A page with free blocks for (arena, class), or UINT32_MAX. */
 static uint32_t refill(struct al_heap *h, unsigned ai, unsigned cls)
 {
         struct al_ctx *c = h->ctx;
-        uint32_t page = scan_full(h, ai, cls, FULL_SCAN_MAX);
+        uint32_t page = span_acquire(h, ai, cls);
 
-        if (page != UINT32_MAX)
-                return page;
-        page = span_acquire(h, ai, cls);
-        if (page == UINT32_MAX)         /* the arena is out: look at every span first */
-                return scan_full(h, ai, cls, UINT32_MAX);
+        if (page == UINT32_MAX)
+                return UINT32_MAX;
         struct page_desc *d = al_desc(c, page);
         drain(c, page, span_hdr(c, page));
         d->nfree = count_local_free(span_hdr(c, page));
         d->full = 0;
         list_push(c, &h->as->avail[ai][cls], page);
         return page;
+}
+
+/*
+ * Give back to the arena every abandoned span that frees have emptied, in
+ * every class: memory a class no longer needs becomes pages any class or run
+ * can take. Called when an allocation finds no memory. Returns pages freed.
+ */
+uint32_t al_trim(struct al_heap *h)
+{
+        struct al_ctx *c = h->ctx;
+        uint32_t freed = 0;
+
+        for (unsigned ai = 0; ai < c->narenas; ai++) {
+                struct arena *a = c->arena[ai];
+                if (al_arena_lock(h, ai) < 0)
+                        continue;
+                for (unsigned cls = 0; cls < al_nclasses; cls++) {
+                        uint32_t next = a->abandoned[cls];
+                        while (next) {
+                                uint32_t p = next - 1;
+                                struct page_desc *d = al_desc(c, p);
+                                struct slab_hdr *sh = span_hdr(c, p);
+                                next = d->next;
+                                drain(c, p, sh);
+                                d->nfree = count_local_free(sh);
+                                if (d->nfree != d->capacity)
+                                        continue;
+                                list_del(c, &a->abandoned[cls], p);
+                                d->full = 0;
+                                a->slab_pages[cls] -= d->span;
+                                freed += d->span;
+                                al_pages_give(c, ai, p, d->span);
+                        }
+                }
+                al_arena_unlock(h, ai);
+        }
+        return freed;
 }
 
 /* ---- small allocations --------------------------------------------------- */
@@ -344,7 +360,7 @@ static int slab_alloc(struct al_heap *h, unsigned ai, unsigned cls, uint64_t *re
                         bit = find_free(d, sh);
                 if (bit < 0) {
                         list_del(c, avail, page);
-                        full_append(c, as, ai, cls, page);
+                        span_disown(h, page);
                         continue;
                 }
                 uint64_t block = al_page_off(c, page) + AL_SLAB_HDR +
@@ -507,11 +523,13 @@ static int locate(const struct al_ctx *c, uint64_t off, uint32_t *ret_page, uint
         return 0;
 }
 
-static void remote_free(struct slab_hdr *sh, uint32_t idx)
+/* Returns the summary before: 0 means this free may have to list the span. */
+static uint64_t remote_free(struct slab_hdr *sh, uint32_t idx)
 {
         atomic_fetch_or_explicit(&sh->remote_free[idx / 64], 1ull << (idx % 64),
                                  memory_order_release);
-        atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64), memory_order_release);
+        return atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64),
+                                        memory_order_seq_cst);
 }
 
 int al_free(struct al_heap *h, uint64_t off)
@@ -556,18 +574,17 @@ int al_free(struct al_heap *h, uint64_t off)
                         d->cursor = idx / 64;
                 as->c.frees[ai][cls]++;
                 journal_clear(as);
-                if (d->full) {
-                        full_del(c, as, ai, cls, page);
-                        list_push(c, &as->avail[ai][cls], page);
-                } else if (d->nfree == d->capacity && as->avail[ai][cls] != page + 1) {
+                if (d->nfree == d->capacity && as->avail[ai][cls] != page + 1) {
                         list_del(c, &as->avail[ai][cls], page);
                         span_release(h, page);
                 }
                 return 0;
         }
         journal_block(as, J_RFREE, off, stamp, ai, cls, as->c.frees[ai][cls]);
-        remote_free(sh, idx);
+        uint64_t before = remote_free(sh, idx);
         as->c.frees[ai][cls]++;
+        if (before == 0)
+                list_if_disowned(h, page);
         journal_clear(as);
         return 0;
 }
@@ -627,8 +644,7 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
                                 if (rec)
                                         rec->pages_freed++;
                         } else {
-                                d->owner = 0;
-                                list_push(c, &a->abandoned[d->cls], p);
+                                disown_locked(c, ai, p);
                                 if (rec)
                                         rec->pages_abandoned++;
                         }
@@ -636,15 +652,13 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
                 al_arena_unlock(h, ai);
         }
         memset(h->as->avail, 0, sizeof(h->as->avail));
-        memset(h->as->fullq, 0, sizeof(h->as->fullq));
-        memset(h->as->fulltail, 0, sizeof(h->as->fulltail));
-        memset(h->as->fulln, 0, sizeof(h->as->fulln));
 }
 
 void al_heap_abandon(struct al_heap *h)
 {
         journal_clear(h->as);
         abandon_all(h, h->slot, NULL);
+        al_trim(h);
 }
 
 /* ---- recovery of a dead slot --------------------------------------------- */
@@ -718,12 +732,14 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
                 *count = as->j.count + 1;
                 if (rbit) {             /* happened; make sure the owner will see it */
                         atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (idx / 64),
-                                                 memory_order_release);
+                                                 memory_order_seq_cst);
+                        list_if_disowned(h, page);
                         return 0;
                 }
                 if (cur != stamp)
                         return 0;       /* drained (and maybe reused) since */
-                remote_free(sh, idx);
+                if (remote_free(sh, idx) == 0)
+                        list_if_disowned(h, page);
                 return 1;
         default:
                 return 0;
@@ -754,6 +770,7 @@ int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, 
         rec.journal_action = resolve_journal(&h, published, arg);
         journal_clear(h.as);
         abandon_all(&h, dead, &rec);
+        rec.pages_freed += al_trim(&h);
         if (ret)
                 *ret = rec;
         return 0;
