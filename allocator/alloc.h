@@ -270,4 +270,8 @@ struct al_check_result {
  */
 int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_result *out);
 
+/* Call fn for every allocated block (user offset, block bytes). Quiet segment for exactness. */
+typedef void (*al_walk_fn)(uint64_t off, uint64_t bytes, void *arg);
+void al_walk_used(struct al_ctx *c, al_walk_fn fn, void *arg);
+
 #endif /* STOA_ALLOCATOR_ALLOC_H */

@@ -73,6 +73,7 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
                         r->problems++;
                 }
         }
+        uint32_t nfree = 0;
         for (uint32_t i = 0; i < 64u * AL_BITMAP_WORDS; i++) {
                 uint64_t m = 1ull << (i % 64);
                 bool lf = sh->local_free[i / 64] & m;
@@ -91,6 +92,7 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
                 uint64_t stamp = *(const uint64_t *)(c->s->base + base + (uint64_t)i * d->block_size);
                 if (lf || rf) {
                         r->blocks_free++;
+                        nfree++;
                 } else {
                         r->blocks_used++;
                         live_by_class[d->cls]++;
@@ -98,6 +100,33 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
                                 report(arg, "page %u block %u: in use but stamped free", p, i);
                                 r->problems++;
                         }
+                }
+        }
+        /* An ownerless span with free blocks must be where slots look for one. */
+        if (d->owner == 0 && nfree && !d->full) {
+                report(arg, "page %u: ownerless span with %u free blocks on no list", p, nfree);
+                r->problems++;
+        }
+}
+
+void al_walk_used(struct al_ctx *c, al_walk_fn fn, void *arg)
+{
+        for (uint32_t p = 0; p < c->npages; p++) {
+                const struct page_desc *d = al_desc(c, p);
+                if (d->state == PAGE_RUN) {
+                        fn(al_page_off(c, p) + AL_STAMP_SIZE, (uint64_t)d->span * AL_PAGE_SIZE, arg);
+                        continue;
+                }
+                if (d->state != PAGE_SLAB || d->capacity > 64u * AL_BITMAP_WORDS)
+                        continue;
+                const struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, p));
+                uint64_t base = al_page_off(c, p) + AL_SLAB_HDR;
+                for (uint32_t i = 0; i < d->capacity; i++) {
+                        uint64_t m = 1ull << (i % 64);
+                        if ((sh->local_free[i / 64] & m) ||
+                            (atomic_load_explicit(&sh->remote_free[i / 64], memory_order_relaxed) & m))
+                                continue;
+                        fn(base + (uint64_t)i * d->block_size + AL_STAMP_SIZE, d->block_size, arg);
                 }
         }
 }

@@ -2,6 +2,7 @@
  * client/core.c: see core.h.
  */
 #include "client/core.h"
+#include "cache/cache.h"
 #include "stoa/stoa.h"
 
 #include <errno.h>
@@ -27,11 +28,22 @@ static uint32_t nslots_of(const struct core_config *cfg)
         return cfg->nslots ? cfg->nslots : CORE_DEFAULT_SLOTS;
 }
 
+/* A slot's ext area: the allocator's part, then the cache's, line-aligned. */
+static uint32_t cache_ext_off(void)
+{
+        return (al_slot_ext_size() + 63u) & ~63u;
+}
+
+static uint32_t ext_size(void)
+{
+        return cache_ext_off() + cache_slot_size();
+}
+
 static int core_layout(uint64_t total, struct seg_layout *lo, void *arg)
 {
         const struct core_config *cfg = ((struct layout_arg *)arg)->cfg;
         struct al_layout_req req = { .nnodes = cfg->nnodes };
-        uint64_t slots = slots_region_size(nslots_of(cfg), al_slot_ext_size());
+        uint64_t slots = slots_region_size(nslots_of(cfg), ext_size());
 
         if (nslots_of(cfg) > SLOTS_MAX)
                 return -EINVAL;
@@ -39,8 +51,12 @@ static int core_layout(uint64_t total, struct seg_layout *lo, void *arg)
         lo->n = 0;
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_SLOTS, -1, slots, 4096 };
         uint64_t used = SEG_HEADER_SIZE + slots + 4096;
-        if (total <= used)
+        used += cache_layout(total, lo);
+        if (total <= used + 4 * AL_PAGE_SIZE) {
+                seg_set_errdetail("%llu bytes is too small for a segment",
+                                  (unsigned long long)total);
                 return -ENOSPC;
+        }
         return al_layout(total - used, &req, lo);
 }
 
@@ -48,27 +64,39 @@ static int core_init(struct seg *s, void *arg)
 {
         const struct core_config *cfg = ((struct layout_arg *)arg)->cfg;
 
-        slots_init(s, nslots_of(cfg), al_slot_ext_size());
+        slots_init(s, nslots_of(cfg), ext_size());
+        cache_format(s);
         return al_format(s);
 }
 
-static bool published_none(uint64_t off, void *arg)
+/* The one block the cache's recovery decided stays published. */
+static bool published_is(uint64_t off, void *arg)
 {
-        (void)off;
-        (void)arg;
-        return false;
+        return off != 0 && off == *(uint64_t *)arg;
 }
 
-/* Slot recovery: the allocator gives back what the dead slot held. */
+/*
+ * Slot recovery: the cache finishes or undoes the dead slot's operation and
+ * drops its views, then the allocator gives back what it held.
+ */
 static void core_recover(struct seg *s, uint32_t slot, void *arg)
 {
         struct core *c = s->owner;
+        struct al_heap h;
+        uint64_t published = 0;
 
         (void)arg;
         if (!c)
                 return;
-        al_recover_slot(&c->al, slot, c->published ? c->published : published_none,
-                        c->published_arg, NULL);
+        al_heap_init(&h, &c->al, slot, atomic_load_explicit(&slot_hdr(s, slot)->gen,
+                                                            memory_order_acquire));
+        if (c->published) {
+                al_recover_slot(&c->al, slot, c->published, c->published_arg, NULL);
+                return;
+        }
+        if (c->cache)
+                published = cache_recover_slot(c->cache, &h, slot);
+        al_recover_slot(&c->al, slot, published_is, &published, NULL);
 }
 
 static int core_wrap(struct core **ret, struct seg *s)
@@ -85,6 +113,14 @@ static int core_wrap(struct core **ret, struct seg *s)
         r = slots_attach(s);
         if (r == 0)
                 r = al_attach(&c->al, s);
+        if (r == 0 && slots_table(s)->ext_size != ext_size()) {
+                seg_set_errdetail("slot layout differs from this library's");
+                r = STOA_E_VERSION;
+        }
+        if (r == 0 && (c->cache = calloc(1, sizeof(*c->cache))) == NULL)
+                r = -ENOMEM;
+        if (r == 0)
+                r = cache_attach(c->cache, s, &c->al, cache_ext_off());
         if (r < 0) {
                 core_close(c);
                 return r;
@@ -184,6 +220,7 @@ void core_close(struct core *c)
         if (!c)
                 return;
         seg_close(c->seg);
+        free(c->cache);
         free(c);
 }
 

@@ -27,10 +27,13 @@ struct core_config {
         unsigned flags;         /* SEG_OPEN_* */
 };
 
+struct cache;
+
 struct core {
         struct seg *seg;
         struct al_ctx al;
-        al_published_fn published;      /* the cache's answer for recovery */
+        struct cache *cache;
+        al_published_fn published;      /* tests of the allocator alone: overrides the cache */
         void *published_arg;
 };
 

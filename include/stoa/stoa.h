@@ -42,6 +42,286 @@ extern "C" {
  */
 STOA_API const char *stoa_strerror(int err);
 
+/* ======================================================================
+ * The cache
+ * ====================================================================== */
+
+/*
+ * A handle on one segment, from stoa_open(). One handle may be used by many
+ * threads at once: each thread that calls into it takes one of the segment's
+ * client slots on its first call and gives it back when the thread exits or
+ * the handle is closed. A handle is not inherited across fork(): a child
+ * gets STOA_E_FORKED and opens its own.
+ */
+struct stoa;
+
+struct stoa_options {           /* callers use designated initializers */
+        uint64_t size;          /* segment size in bytes if this call creates it; 0 = 256 MiB */
+        uint32_t flags;         /* STOA_OPEN_* */
+        uint32_t mode;          /* file mode if this call creates it; 0 = 0600 */
+        const char *ns;         /* namespace (keyspace) for this handle; NULL or "" = default */
+        uint32_t nslots;        /* client slots if this call creates it; 0 = 256 */
+};
+
+#define STOA_OPEN_NOCREATE  0x1u  /* attach only: -ENOENT if the segment does not exist */
+#define STOA_OPEN_HUGE      0x2u  /* creating: fail with STOA_E_NOHUGE without hugepages */
+#define STOA_OPEN_NOHUGE    0x4u  /* creating: never use hugepages */
+
+#define STOA_KEY_MAX        4096u /* longest key, bytes */
+#define STOA_NS_MAX         31u   /* named namespaces a segment can hold */
+
+/*
+ * stoa_open() - attach to (or create) the segment `name`
+ *
+ * A bare name lives in $STOA_DIR, else a hugetlbfs mount with free pages,
+ * else /dev/shm/stoa; a name with a '/' is a path. Without
+ * STOA_OPEN_NOCREATE the segment is created if it does not exist, sized
+ * opts->size. opts may be NULL (all defaults). On success *ret is a handle
+ * to pass to stoa_close().
+ *
+ * Errors: -EINVAL (NULL ret or name, unknown flags), -ENOENT (NOCREATE and
+ * no such segment), -EACCES, -E2BIG (more than STOA_NS_MAX namespaces),
+ * STOA_E_* when the file is not a usable segment.
+ */
+STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_options *opts);
+
+/* stoa_close() - detach; NULL is a no-op. No thread may be inside a call on c. */
+STOA_API void stoa_close(struct stoa *c);
+
+/*
+ * stoa_set() - store a value under a key, replacing any value it had
+ *
+ * ttl_s is the lifetime in seconds; 0 = no expiry. When the call returns 0
+ * the value is visible to every process and survives the death of this one.
+ * The cache evicts other keys to make room when memory is full.
+ *
+ * Errors: -EINVAL (NULL handle or key, zero-length key, NULL val with
+ * vlen > 0), -E2BIG (key over STOA_KEY_MAX, or value larger than the
+ * segment can hold), -ENOMEM (nothing could be evicted to make room),
+ * -EAGAIN (a stopped reader holds back reclamation; retry later).
+ */
+STOA_API int stoa_set(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint32_t ttl_s);
+
+/*
+ * stoa_get() - copy the value of a key into buf
+ *
+ * On 0, *ret_vlen (if not NULL) holds the value's length. If cap is smaller
+ * than the value, returns -ENOBUFS with *ret_vlen set and buf untouched.
+ * Errors: -ENOENT (absent or expired), -EINVAL, -ENOBUFS.
+ */
+STOA_API int stoa_get(struct stoa *c, const void *key, size_t klen, void *buf, size_t cap,
+                      size_t *ret_vlen);
+
+/* stoa_del() - remove a key. -ENOENT if it was absent or expired. */
+STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen);
+
+/* ---- conditional writes and versions ---- */
+
+/* stoa_add() - set only if the key is absent (or expired): -EEXIST otherwise. */
+STOA_API int stoa_add(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint32_t ttl_s);
+
+/* stoa_replace() - set only if the key is present: -ENOENT otherwise. */
+STOA_API int stoa_replace(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
+                          uint32_t ttl_s);
+
+/*
+ * stoa_gets() - stoa_get() that also returns the value's version
+ *
+ * Every write gives the key's value a new version, unique in the segment
+ * (never 0). Pass it to stoa_cas(). ret_version may be NULL.
+ */
+STOA_API int stoa_gets(struct stoa *c, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *ret_vlen, uint64_t *ret_version);
+
+/*
+ * stoa_cas() - set only if the key's current version is `version`
+ *
+ * Returns -ESTALE if the key holds another version (another writer came
+ * first), -ENOENT if it is absent. On 0, *ret_version (if not NULL) is the
+ * new version.
+ */
+STOA_API int stoa_cas(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
+                      uint32_t ttl_s, uint64_t version, uint64_t *ret_version);
+
+/*
+ * stoa_incr() - add delta to a counter, atomically
+ *
+ * The value is a signed decimal integer in ASCII, as Redis and memcached
+ * keep counters. An absent key counts as 0 and is created with ttl_s; an
+ * existing key keeps its expiry. On 0, *ret_value (if not NULL) is the
+ * result. Errors: -EDOM (the value is not a decimal integer), -ERANGE (the
+ * result overflows int64_t), and those of stoa_set().
+ */
+STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t delta, uint32_t ttl_s,
+                       int64_t *ret_value);
+
+/* ---- time to live ---- */
+
+/*
+ * stoa_ttl() - remaining lifetime of a key
+ *
+ * *ret_ttl_s is the whole seconds left (at least 1), or 0 if the key never
+ * expires. -ENOENT if absent or expired.
+ */
+STOA_API int stoa_ttl(struct stoa *c, const void *key, size_t klen, uint32_t *ret_ttl_s);
+
+/* stoa_touch() - give a present key a new lifetime (0 = never expire). -ENOENT if absent. */
+STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t ttl_s);
+
+/* ---- batched reads ---- */
+
+/* One key of a batched get. The caller fills the inputs; stoa_mget() the outputs. */
+struct stoa_getreq {
+        const void *key;        /* in */
+        size_t klen;            /* in */
+        void *buf;              /* in: where to copy the value */
+        size_t cap;             /* in: bytes at buf */
+        size_t vlen;            /* out: the value's length (also on -ENOBUFS) */
+        int err;                /* out: 0, -ENOENT, -ENOBUFS or -EINVAL, as stoa_get() */
+};
+
+/*
+ * stoa_mget() - get many keys at once
+ *
+ * Looks up all n keys with their memory accesses overlapped (prefetched
+ * ahead), which is the shared-memory form of pipelining: for n keys it costs
+ * far less than n stoa_get() calls. Each request gets its own result in
+ * reqs[i].err. Returns the number of hits, or a negative error for a bad
+ * call (NULL handle, NULL reqs with n > 0).
+ */
+STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n);
+
+/* ---- zero-copy reads ---- */
+
+/*
+ * A borrowed value. `val` points into the shared segment, is read-only,
+ * and stays valid and unchanged, even if the key is overwritten, deleted or
+ * evicted meanwhile, until stoa_view_release(). A view pins only its own
+ * value's memory: it never holds back reclamation of anything else. A thread
+ * may hold up to STOA_VIEWS_MAX views; a view must be released by the thread
+ * that took it, and with the same handle. Views of a process that dies are
+ * released by whoever recovers its slot.
+ */
+struct stoa_view {
+        const void *val;
+        size_t vlen;
+        uint64_t version;
+        uint64_t priv[2];       /* the library's */
+};
+#define STOA_VIEWS_MAX 64u
+
+/* stoa_view_get() - borrow a key's value. -ENOENT, -EINVAL, -EMFILE (too many views held). */
+STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct stoa_view *v);
+/* stoa_view_release() - give a view back. A zeroed or already released view is a no-op. */
+STOA_API void stoa_view_release(struct stoa *c, struct stoa_view *v);
+
+/* ---- iteration ---- */
+
+/*
+ * Called for each key found by stoa_scan(), outside any internal section:
+ * it may call any stoa function. Return 0 to go on, anything else to stop
+ * (stoa_scan() then returns that value).
+ */
+typedef int (*stoa_scan_fn)(const void *key, size_t klen, size_t vlen, void *arg);
+
+/*
+ * stoa_scan() - visit the keys of this handle's namespace that start with prefix
+ *
+ * Safe while others write: a key present and unchanged in place for the
+ * whole scan is visited exactly once; a key written or deleted during it
+ * may or may not be. Expired keys are skipped. plen 0 visits all keys.
+ * Returns 0 after visiting all, fn's non-zero value if it stopped, or a
+ * negative error.
+ */
+STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_scan_fn fn, void *arg);
+
+/* ---- string interner ---- */
+
+/*
+ * stoa_intern() - a stable 32-bit id (never 0) for a string, the same in every
+ * process and for the segment's lifetime. Interned strings are never freed.
+ * Errors: -EINVAL, -E2BIG (over STOA_KEY_MAX), -ENOSPC (the table is full).
+ */
+STOA_API int stoa_intern(struct stoa *c, const void *s, size_t len, uint32_t *ret_id);
+
+/* stoa_intern_lookup() - the string of an id; buf/cap/ret_len as stoa_get(). -ENOENT if unknown. */
+STOA_API int stoa_intern_lookup(struct stoa *c, uint32_t id, void *buf, size_t cap, size_t *ret_len);
+
+/* ---- statistics ---- */
+
+/* Per-handle counts of this process's calls (all threads), since stoa_open(). */
+struct stoa_stats {
+        uint64_t gets, hits, misses;    /* stoa_get/gets/mget keys/view_get */
+        uint64_t sets, set_fails;       /* writes (set, add, replace, cas, incr, touch) */
+        uint64_t dels;
+        uint64_t evictions;             /* items this handle evicted to make room */
+        uint64_t expired;               /* expired items this handle removed */
+};
+STOA_API void stoa_stats_get(struct stoa *c, struct stoa_stats *out);
+
+/* Segment-wide figures, for tools (stoa stat) and for monitoring. */
+struct stoa_ns_info {
+        char name[64];
+        uint64_t items, bytes;          /* live items and their value+key bytes */
+        uint64_t hits, misses, sets, dels, evictions, expired;
+};
+struct stoa_info {
+        uint64_t size;                  /* segment bytes */
+        uint64_t heap_bytes, used_bytes, free_bytes;
+        uint64_t index_buckets, index_entries;
+        uint64_t items, item_bytes;
+        uint64_t hits, misses, sets, dels, evictions, expired;
+        uint32_t clients, dead_clients, slots;
+        uint32_t nns;                   /* entries of ns[] filled */
+        char backing[16];               /* "hugetlbfs", "shmem", "memfd" ... */
+        char path[256];
+        struct stoa_ns_info ns[STOA_NS_MAX + 1];
+};
+/*
+ * stoa_info() - read the segment's figures. Counting items walks the index
+ * (milliseconds for a large segment); everything else is read from counters.
+ */
+STOA_API int stoa_info(struct stoa *c, struct stoa_info *out);
+
+/* One client slot, for stoa_clients(). */
+struct stoa_client {
+        uint32_t slot;
+        int alive;                      /* 1 alive, 0 dead (not yet recovered) */
+        uint32_t pid;                   /* in its own PID namespace */
+        uint64_t pidns;                 /* inode of its PID namespace */
+        uint64_t since_ns;              /* CLOCK_REALTIME when it attached */
+        char comm[16];
+        uint64_t epoch;                 /* reader epoch held, 0 if not reading */
+        uint64_t epoch_lag;             /* how far behind the segment's epoch */
+        uint32_t views, retired;        /* views held, blocks awaiting reclamation */
+};
+typedef int (*stoa_client_fn)(const struct stoa_client *cl, void *arg);
+/* stoa_clients() - call fn for each slot in use (alive or dead); fn non-zero stops. */
+STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg);
+
+/*
+ * stoa_check() - walk the whole segment and verify every invariant
+ *
+ * The index and the items agree (every entry points at an allocated item
+ * whose key hashes to that bucket, no key twice), allocator accounting
+ * balances, no block is both free and in use, no offset dangles, every
+ * allocated block is reachable or accounted for (retired, viewed, in
+ * flight). Each problem is passed to report (may be NULL). Returns the
+ * number of problems (0 = consistent) or a negative error. Exact on a quiet
+ * segment; with writers running, transient differences are re-checked.
+ */
+typedef void (*stoa_report_fn)(const char *msg, void *arg);
+STOA_API int stoa_check(struct stoa *c, stoa_report_fn report, void *arg);
+
+/*
+ * stoa_sweep() - housekeeping: recover dead clients, unlink expired items,
+ * reclaim retired memory. stoad calls it periodically; clients need not.
+ * Returns the number of items and slots recovered, or a negative error.
+ */
+STOA_API int stoa_sweep(struct stoa *c);
+
 #ifdef __cplusplus
 }
 #endif

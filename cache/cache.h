@@ -1,0 +1,269 @@
+/*
+ * cache: the key-value cache that lives in the segment (docs/cache-design.md).
+ *
+ * An index of 64-byte buckets maps a key's hash to immutable items (allocator
+ * blocks). Readers take no lock: they announce a reader epoch in their slot,
+ * read a bucket line and an item, and leave. Writers build an item, claim
+ * the item they replace (a CAS on its `owner` word, so exactly one writer
+ * unlinks it), store the new entry word, and retire the old item into their
+ * slot's ring; it is freed once every reader has left the epoch it could
+ * have seen it in. Every step that changes shared state is journalled in the
+ * writer's slot first, so the recovery of a dead writer can tell what
+ * happened and finish or undo it (the crash table is in the design).
+ *
+ * This layer sits on the allocator and the slot table; the client library
+ * (client/) gives it threads and handles.
+ */
+#ifndef STOA_CACHE_CACHE_H
+#define STOA_CACHE_CACHE_H
+
+#include "allocator/alloc.h"
+#include "shm/slots.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CACHE_MAGIC      0x48434143u     /* "CACH" */
+#define CACHE_NS_MAX     32u             /* namespace 0 is the default one */
+#define CACHE_RING       512u            /* retired blocks a slot can hold */
+#define CACHE_VIEWS      64u
+#define CACHE_WAYS       7u
+#define CACHE_KEY_MAX    4096u
+#define CACHE_INTERN_CAP 4096u           /* interned strings (power of two) */
+
+/* Eviction hands: one per size class, one for runs, one for any page. */
+#define HAND_RUN         AL_NCLASSES
+#define HAND_ANY         (AL_NCLASSES + 1)
+#define HAND_N           (AL_NCLASSES + 2)
+
+/* Per-slot counters, per namespace. */
+enum { CNT_HITS, CNT_MISSES, CNT_SETS, CNT_DELS, CNT_EVICT, CNT_EXPIRED, CNT_N = 8 };
+
+/* An index entry: tag:16 | spare:4 | item offset / 8 : 44. 0 = empty. */
+#define ENT_OFF_MASK     ((1ull << 44) - 1)
+static inline uint64_t ent_make(uint64_t hash, uint64_t off)
+{
+        return (hash & 0xffff000000000000ull) | (off >> 3);
+}
+static inline uint64_t ent_off(uint64_t e)
+{
+        return (e & ENT_OFF_MASK) << 3;
+}
+
+/*
+ * A bucket: seven entries and the insert lock of the keys whose first
+ * bucket this is. Entries change only by CAS from empty (insert, under the
+ * lock) or by the claimer of the item they hold (replace, delete, evict).
+ */
+struct bucket {
+        _Atomic uint64_t e[CACHE_WAYS];
+        struct olock lock;
+};
+_Static_assert(sizeof(struct bucket) == 64, "a bucket is one line");
+
+/*
+ * An item: one allocator block, immutable once published, except `owner`
+ * (the claim, set once by the writer that unlinks it) and `freq` (readers
+ * bump it while below 3; the eviction hand lowers it).
+ */
+struct item {
+        _Atomic uint64_t owner;         /* olock_tag() of the claimer; 0 = none */
+        uint64_t version;
+        uint32_t expire;                /* seconds since cache_hdr.time0; 0 = never */
+        uint32_t vlen;
+        uint16_t klen;
+        uint8_t ns;
+        _Atomic uint8_t freq;
+        uint32_t pad;
+        unsigned char data[];           /* key, then value */
+};
+_Static_assert(sizeof(struct item) == 32, "item header");
+
+/*
+ * The cache's header, in the CACHE region. The first line is written once at
+ * creation. `epoch` and `version` are shared counters on lines of their own;
+ * `hand` lines are the eviction hands (racy by design: two evictors may look
+ * at the same block, which is harmless).
+ */
+struct cache_hdr {
+        uint32_t magic;
+        uint32_t ns_max;
+        uint64_t nbuckets;              /* power of two */
+        uint64_t index_off;
+        uint64_t intern_off;
+        uint32_t intern_cap;
+        uint32_t pad0;
+        int64_t time0;                  /* CLOCK_REALTIME seconds at creation */
+        uint8_t pad1[16];
+
+        _Atomic uint64_t epoch;         /* global reader epoch, from 1 */
+        uint8_t pad2[56];
+        _Atomic uint64_t version;       /* next version range */
+        uint8_t pad3[56];
+        _Atomic uint32_t slots_hw;      /* slots ever used (readers are below) */
+        _Atomic uint32_t ns_id[CACHE_NS_MAX];   /* interned name of each namespace */
+        uint8_t pad4[60];
+        _Atomic uint64_t hand[HAND_N];  /* eviction hands: page << 16 | block */
+        _Atomic uint64_t sweep;         /* next bucket the expiry sweep looks at */
+};
+
+/* A retired block: freed once every reader's epoch is 0 or past `epoch`. */
+struct retired {
+        uint64_t off;                   /* 0: already freed */
+        uint64_t epoch;
+};
+
+/* journal.op */
+enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN };
+
+/*
+ * The cache's part of a slot. Line 0 is the reader state, written by the
+ * owner on every read and read by reclaimers (acquire). The rest is written
+ * by the owner only and read by the recovery of a dead owner (and by tools).
+ */
+struct cache_slot {
+        _Atomic uint64_t epoch;         /* 0 offline, else the epoch it entered at */
+        _Atomic uint32_t nviews;
+        uint32_t gen;                   /* owner's slot generation (claims carry it) */
+        uint8_t pad0[48];
+
+        _Atomic uint64_t jop;           /* CJ_*: written last (release) */
+        uint64_t jentry;                /* segment offset of the entry being changed */
+        uint64_t jold, jnew;            /* item replaced (0: insert), item stored (0: delete) */
+        uint64_t jstamp;                /* allocator stamp of jnew */
+        uint64_t jfree, jfree_stamp;    /* a retired block being freed */
+        uint64_t pad1;
+
+        uint64_t ver_next, ver_end;     /* reserved version range */
+        _Atomic uint32_t rhead, rtail;  /* ring[rtail..rhead) pending */
+        uint8_t pad2[40];
+
+        struct retired ring[CACHE_RING];
+        _Atomic uint64_t views[CACHE_VIEWS];    /* pinned item offsets; 0 = free */
+        uint64_t cnt[CACHE_NS_MAX][CNT_N];
+};
+
+/* Process-local view of the cache in one segment. */
+struct cache {
+        struct seg *s;
+        struct al_ctx *al;
+        struct cache_hdr *hdr;
+        struct bucket *index;
+        uint64_t mask;                  /* nbuckets - 1 */
+        _Atomic uint64_t *intern;       /* entries: hash:20 | off/8:44 */
+        uint64_t heap_lo, heap_hi;      /* where items may be */
+        uint32_t ext_off;               /* offset of cache_slot in a slot's ext */
+};
+
+/* One thread's presence in the cache (its slot and heap). */
+struct cache_thr {
+        struct cache *k;
+        struct al_heap *heap;
+        struct cache_slot *cs;
+        uint32_t slot, gen;
+        uint64_t tag;                   /* olock_tag(slot, gen) */
+        uint32_t since_reclaim;
+        uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
+};
+
+/* ---- layout (cache.c) ---- */
+uint32_t cache_slot_size(void);
+/* Add the cache's regions for a segment of `total` bytes; returns the bytes they take. */
+uint64_t cache_layout(uint64_t total, struct seg_layout *lo);
+void cache_format(struct seg *s);
+int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext_off);
+struct cache_slot *cache_slot_of(const struct cache *k, uint32_t slot);
+void cache_thr_init(struct cache_thr *t, struct cache *k, struct al_heap *heap,
+                    uint32_t slot, uint32_t gen);
+uint32_t cache_now(const struct cache *k);      /* seconds since time0 */
+uint64_t cache_hash(uint32_t ns, const void *key, size_t klen);
+
+static inline uint64_t cache_mum(uint64_t a, uint64_t b)
+{
+        __uint128_t r = (__uint128_t)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+/* A key's two buckets (two-choice). */
+static inline void cache_buckets(const struct cache *k, uint64_t h, uint64_t *b0, uint64_t *b1)
+{
+        *b0 = h & k->mask;
+        *b1 = cache_mum(h, 0x8ebc6af09c88c6e3ull) & k->mask;
+        if (*b1 == *b0)
+                *b1 = *b0 ^ 1;
+}
+
+/* Bounds-checked item of an entry word or offset; NULL if it cannot be one. */
+struct item *cache_item(const struct cache *k, uint64_t off);
+
+/* ---- reading (cache.c) ---- */
+static inline void cache_rd_enter(struct cache_thr *t)
+{
+        uint64_t e = atomic_load_explicit(&t->k->hdr->epoch, memory_order_acquire);
+        atomic_store_explicit(&t->cs->epoch, e, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+}
+static inline void cache_rd_leave(struct cache_thr *t)
+{
+        atomic_store_explicit(&t->cs->epoch, 0, memory_order_release);
+}
+/* Find a key (inside a read section). Returns the entry or NULL. */
+_Atomic uint64_t *cache_lookup(struct cache *k, uint32_t ns, const void *key, size_t klen,
+                               uint64_t hash, struct item **ret_item);
+static inline bool cache_expired(const struct item *it, uint32_t now)
+{
+        return it->expire != 0 && now >= it->expire;
+}
+void cache_touch_freq(struct item *it);
+static inline void cache_count(struct cache_thr *t, unsigned ns, unsigned what)
+{
+        uint64_t *c = &t->cs->cnt[ns][what];
+        __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* ---- writing (cache.c) ---- */
+enum cache_mode { CM_SET, CM_ADD, CM_REPLACE, CM_CAS };
+struct cache_wr {
+        uint32_t ns;
+        const void *key;
+        size_t klen;
+        const void *val;
+        size_t vlen;
+        uint32_t expire;                /* absolute (cache_now units); 0 = never */
+        enum cache_mode mode;
+        uint64_t expect;                /* CM_CAS: the version to replace */
+        uint64_t ret_version;
+};
+int cache_store(struct cache_thr *t, struct cache_wr *w);
+int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen);
+/* Unlink the key only if its item has expired (lazy expiry). 1 if it did. */
+int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size_t klen);
+/* Unlink the item of `entry` (claimed by the caller), retiring it. */
+int cache_unlink(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it);
+
+/* ---- reclamation (reclaim.c) ---- */
+int cache_retire(struct cache_thr *t, uint64_t off);
+/* Free what the grace period allows; wait up to `wait_ms` for readers. Returns freed. */
+int cache_reclaim(struct cache_thr *t, unsigned wait_ms);
+uint32_t cache_ring_used(const struct cache_slot *cs);
+/* Recovery of a dead slot's cache state; returns the offset it decided is published (or 0). */
+uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot);
+/* Is this block pinned by any view? */
+bool cache_pinned(struct cache *k, uint64_t off);
+int cache_view_pin(struct cache_thr *t, uint64_t off);
+void cache_view_unpin(struct cache_thr *t, uint64_t off);
+
+/* ---- eviction (evict.c) ---- */
+/* Allocate an item block of `bytes`, evicting as needed. */
+int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off);
+/* Unlink expired items among the next `budget` entries of the index. */
+uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget);
+
+/* ---- interner (intern.c) ---- */
+int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_id);
+int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *ret_len);
+/* Namespace index for a name (interned, registered at first use). */
+int cache_ns(struct cache_thr *t, const char *name, uint32_t *ret_ns);
+
+#endif /* STOA_CACHE_CACHE_H */

@@ -1,0 +1,135 @@
+/*
+ * cache/intern.c: the string interner, and namespaces on top of it.
+ *
+ * An open-addressed table (linear probing) of words hash:20 | offset/8:44 in
+ * the INTERN region; an id is a table index + 1. Strings are allocator blocks
+ * {len, bytes} that are never freed, and entries only go from empty to
+ * full, so a lookup needs no protection and two processes interning the same
+ * string meet at the same first empty entry: one CAS wins, the other finds
+ * the winner's string there. The insert is journalled (CJ_INTERN) so that
+ * the block of an interner killed before its CAS is freed by recovery.
+ */
+#include "cache/cache.h"
+#include "stoa/stoa.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct istr {
+        uint32_t len;
+        uint32_t pad;
+        char s[];
+};
+
+#define IHASH_SHIFT 44
+
+static const struct istr *istr_at(const struct cache *k, uint64_t word)
+{
+        uint64_t off = ent_off(word);
+
+        if (off < k->heap_lo || off + sizeof(struct istr) > k->heap_hi)
+                return NULL;
+        const struct istr *is = (const struct istr *)(k->s->base + off);
+        if (is->len > CACHE_KEY_MAX || off + sizeof(*is) + is->len > k->heap_hi)
+                return NULL;
+        return is;
+}
+
+int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_id)
+{
+        struct cache *k = t->k;
+        struct cache_slot *cs = t->cs;
+        uint32_t cap = k->hdr->intern_cap;
+        uint64_t h = cache_hash(UINT32_MAX, s, len), hbits = h >> IHASH_SHIFT, off = 0, word = 0;
+        int r = -ENOSPC;
+
+        if (cap == 0 || (cap & (cap - 1)))
+                return STOA_E_CORRUPT;
+        for (uint32_t n = 0, i = (uint32_t)h & (cap - 1); n < cap; ) {
+                uint64_t e = atomic_load_explicit(&k->intern[i], memory_order_acquire);
+                if (e) {
+                        const struct istr *is = istr_at(k, e);
+                        if ((e >> IHASH_SHIFT) == hbits && is && is->len == len &&
+                            memcmp(is->s, s, len) == 0) {
+                                *ret_id = i + 1;
+                                r = 0;
+                                break;
+                        }
+                        i = (i + 1) & (cap - 1);
+                        n++;
+                        continue;
+                }
+                if (!off) {
+                        r = cache_alloc(t, sizeof(struct istr) + len, &off);
+                        if (r < 0)
+                                return r;
+                        struct istr *is = (struct istr *)(k->s->base + off);
+                        is->len = (uint32_t)len;
+                        is->pad = 0;
+                        memcpy(is->s, s, len);
+                        word = hbits << IHASH_SHIFT | off >> 3;
+                        cs->jnew = off;
+                        cs->jstamp = al_stamp(k->al, off);
+                        cs->jold = 0;
+                }
+                cs->jentry = seg_off(k->s, (void *)&k->intern[i]);
+                atomic_store_explicit(&cs->jop, CJ_INTERN, memory_order_release);
+                uint64_t zero = 0;
+                if (atomic_compare_exchange_strong(&k->intern[i], &zero, word)) {
+                        *ret_id = i + 1;
+                        al_commit(t->heap);
+                        atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
+                        return 0;
+                }
+                /* Someone filled it first: look at what they put there. */
+        }
+        if (off) {
+                al_free(t->heap, off);
+                al_commit(t->heap);
+                atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
+        }
+        return r;
+}
+
+int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *ret_len)
+{
+        if (id == 0 || id > k->hdr->intern_cap)
+                return -ENOENT;
+        uint64_t e = atomic_load_explicit(&k->intern[id - 1], memory_order_acquire);
+        const struct istr *is = e ? istr_at(k, e) : NULL;
+        if (!is)
+                return -ENOENT;
+        *ret_s = is->s;
+        *ret_len = is->len;
+        return 0;
+}
+
+int cache_ns(struct cache_thr *t, const char *name, uint32_t *ret_ns)
+{
+        struct cache_hdr *h = t->k->hdr;
+        uint32_t id;
+        int r;
+
+        if (!name || !*name) {
+                *ret_ns = 0;
+                return 0;
+        }
+        r = cache_intern(t, name, strlen(name), &id);
+        if (r < 0)
+                return r;
+        for (uint32_t i = 1; i < CACHE_NS_MAX; i++) {
+                uint32_t cur = atomic_load_explicit(&h->ns_id[i], memory_order_acquire);
+                if (cur == 0) {
+                        uint32_t zero = 0;
+                        if (atomic_compare_exchange_strong(&h->ns_id[i], &zero, id))
+                                cur = id;
+                        else
+                                cur = zero;
+                }
+                if (cur == id) {
+                        *ret_ns = i;
+                        return 0;
+                }
+        }
+        return -E2BIG;
+}

@@ -1,0 +1,413 @@
+/*
+ * client/inspect.c: stoa_info(), stoa_clients(), stoa_check(), stoa_sweep().
+ *
+ * These read the whole segment: the tools and the supervisor call them, the
+ * data path never does. stoa_check() accounts for every allocated block (an
+ * item the index points at, a block retired and awaiting its grace period,
+ * an interned string, the block a live writer has in flight) and reports the
+ * rest as leaked, besides the index's and the allocator's own invariants.
+ */
+#include "client/client.h"
+#include "stoa/stoa.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- a set of offsets ---------------------------------------------------- */
+
+struct oset {
+        uint64_t *v;
+        uint64_t cap, n;
+};
+
+static uint64_t omix(uint64_t x)
+{
+        x ^= x >> 33;
+        x *= 0xff51afd7ed558ccdull;
+        return x ^ (x >> 33);
+}
+
+static int oset_add(struct oset *s, uint64_t off)
+{
+        if (2 * (s->n + 1) > s->cap) {
+                struct oset g = { calloc(s->cap ? s->cap * 2 : 1024, 8), s->cap ? s->cap * 2 : 1024, 0 };
+                if (!g.v)
+                        return -ENOMEM;
+                for (uint64_t i = 0; i < s->cap; i++)
+                        if (s->v[i])
+                                oset_add(&g, s->v[i]);
+                free(s->v);
+                *s = g;
+        }
+        for (uint64_t i = omix(off) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+                if (s->v[i] == off)
+                        return 0;
+                if (!s->v[i]) {
+                        s->v[i] = off;
+                        s->n++;
+                        return 1;
+                }
+        }
+}
+
+static bool oset_has(const struct oset *s, uint64_t off)
+{
+        if (!s->cap)
+                return false;
+        for (uint64_t i = omix(off) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+                if (s->v[i] == off)
+                        return true;
+                if (!s->v[i])
+                        return false;
+        }
+}
+
+/* ---- info ---------------------------------------------------------------- */
+
+static void ns_name(struct cache *k, uint32_t ns, char *buf, size_t cap)
+{
+        const char *s;
+        size_t len;
+        uint32_t id = atomic_load(&k->hdr->ns_id[ns]);
+
+        if (ns == 0) {
+                snprintf(buf, cap, "default");
+        } else if (cache_intern_get(k, id, &s, &len) == 0) {
+                snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), s);
+        } else {
+                snprintf(buf, cap, "ns%u", ns);
+        }
+}
+
+STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
+{
+        if (!c || !out)
+                return -EINVAL;
+        struct core *core = stoa_core_(c);
+        struct cache *k = core->cache;
+        struct seg *s = core->seg;
+        struct al_stats st;
+        uint64_t items[CACHE_NS_MAX] = { 0 }, bytes[CACHE_NS_MAX] = { 0 };
+        uint64_t cnt[CACHE_NS_MAX][CNT_N];
+
+        if (s->forked)
+                return STOA_E_FORKED;
+        memset(out, 0, sizeof(*out));
+        memset(cnt, 0, sizeof(cnt));
+        out->size = s->size;
+        snprintf(out->backing, sizeof(out->backing), "%s", seg_backing_name(s->backing));
+        snprintf(out->path, sizeof(out->path), "%s", s->path ? s->path : "(memfd)");
+        al_stats(&core->al, &st);
+        for (unsigned a = 0; a < st.narenas; a++) {
+                out->heap_bytes += st.a[a].total_bytes;
+                out->free_bytes += st.a[a].free_bytes;
+        }
+        out->used_bytes = st.used_bytes;
+        out->index_buckets = k->hdr->nbuckets;
+        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+                for (unsigned w = 0; w < CACHE_WAYS; w++) {
+                        uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
+                        struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
+                        if (!it)
+                                continue;
+                        out->index_entries++;
+                        unsigned ns = it->ns < CACHE_NS_MAX ? it->ns : 0;
+                        items[ns]++;
+                        bytes[ns] += it->klen + it->vlen;
+                }
+        }
+        struct slot_table *tab = slots_table(s);
+        out->slots = tab->nslots;
+        for (uint32_t i = 0; i < tab->nslots; i++) {
+                struct cache_slot *cs = cache_slot_of(k, i);
+                for (unsigned ns = 0; ns < CACHE_NS_MAX; ns++)
+                        for (unsigned x = 0; x < CNT_N; x++)
+                                cnt[ns][x] += __atomic_load_n(&cs->cnt[ns][x], __ATOMIC_RELAXED);
+                if (atomic_load(&slot_hdr(s, i)->state) != SLOT_LIVE)
+                        continue;
+                if (slot_is_alive(s, i) == 1)
+                        out->clients++;
+                else
+                        out->dead_clients++;
+        }
+        for (unsigned ns = 0; ns < CACHE_NS_MAX && out->nns <= STOA_NS_MAX; ns++) {
+                if (ns && !atomic_load(&k->hdr->ns_id[ns]))
+                        continue;
+                struct stoa_ns_info *ni = &out->ns[out->nns++];
+                ns_name(k, ns, ni->name, sizeof(ni->name));
+                ni->items = items[ns];
+                ni->bytes = bytes[ns];
+                ni->hits = cnt[ns][CNT_HITS];
+                ni->misses = cnt[ns][CNT_MISSES];
+                ni->sets = cnt[ns][CNT_SETS];
+                ni->dels = cnt[ns][CNT_DELS];
+                ni->evictions = cnt[ns][CNT_EVICT];
+                ni->expired = cnt[ns][CNT_EXPIRED];
+                out->items += ni->items;
+                out->item_bytes += ni->bytes;
+                out->hits += ni->hits;
+                out->misses += ni->misses;
+                out->sets += ni->sets;
+                out->dels += ni->dels;
+                out->evictions += ni->evictions;
+                out->expired += ni->expired;
+        }
+        return 0;
+}
+
+/* ---- clients ------------------------------------------------------------- */
+
+STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg)
+{
+        if (!c || !fn)
+                return -EINVAL;
+        struct core *core = stoa_core_(c);
+        struct cache *k = core->cache;
+        struct seg *s = core->seg;
+        uint64_t now = atomic_load(&k->hdr->epoch);
+
+        if (s->forked)
+                return STOA_E_FORKED;
+        for (uint32_t i = 0; i < slots_table(s)->nslots; i++) {
+                struct slot_hdr *sh = slot_hdr(s, i);
+                if (atomic_load(&sh->state) != SLOT_LIVE)
+                        continue;
+                struct cache_slot *cs = cache_slot_of(k, i);
+                struct stoa_client cl = {
+                        .slot = i,
+                        .alive = slot_is_alive(s, i) == 1,
+                        .pid = sh->pid,
+                        .pidns = sh->pidns,
+                        .since_ns = sh->since_ns,
+                        .epoch = atomic_load(&cs->epoch),
+                        .views = atomic_load(&cs->nviews),
+                        .retired = cache_ring_used(cs),
+                };
+                memcpy(cl.comm, sh->comm, sizeof(cl.comm));
+                cl.comm[sizeof(cl.comm) - 1] = 0;
+                cl.epoch_lag = cl.epoch && now > cl.epoch ? now - cl.epoch : 0;
+                int r = fn(&cl, arg);
+                if (r)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- check --------------------------------------------------------------- */
+
+struct checker {
+        struct cache *k;
+        struct oset known;              /* every block accounted for */
+        char **msgs;
+        size_t nmsgs, cap;
+        uint64_t problems;
+};
+
+static void problem(struct checker *ck, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct checker *ck, const char *fmt, ...)
+{
+        va_list ap;
+        char *m = NULL;
+
+        ck->problems++;
+        if (ck->nmsgs >= 1000)          /* enough to act on */
+                return;
+        va_start(ap, fmt);
+        if (vasprintf(&m, fmt, ap) < 0)
+                m = NULL;
+        va_end(ap);
+        if (!m)
+                return;
+        if (ck->nmsgs == ck->cap) {
+                char **n = realloc(ck->msgs, (ck->cap ? ck->cap * 2 : 16) * sizeof(*n));
+                if (!n) {
+                        free(m);
+                        return;
+                }
+                ck->msgs = n;
+                ck->cap = ck->cap ? ck->cap * 2 : 16;
+        }
+        ck->msgs[ck->nmsgs++] = m;
+}
+
+static void al_report(void *arg, const char *fmt, ...)
+{
+        struct checker *ck = arg;
+        va_list ap;
+        char buf[256];
+
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        problem(ck, "allocator: %s", buf);
+}
+
+static void check_index(struct checker *ck)
+{
+        struct cache *k = ck->k;
+
+        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+                for (unsigned w = 0; w < CACHE_WAYS; w++) {
+                        uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
+                        if (!e)
+                                continue;
+                        uint64_t off = ent_off(e), b0, b1;
+                        struct item *it = cache_item(k, off);
+                        if (!it) {
+                                problem(ck, "bucket %llu way %u: entry %#llx points at no item",
+                                        (unsigned long long)b, w, (unsigned long long)e);
+                                continue;
+                        }
+                        if (al_stamp(k->al, off) == AL_STAMP_FREE) {
+                                problem(ck, "bucket %llu way %u: item %#llx is a free block",
+                                        (unsigned long long)b, w, (unsigned long long)off);
+                                continue;
+                        }
+                        if (al_usable(k->al, off) < sizeof(*it) + it->klen + it->vlen) {
+                                problem(ck, "item %#llx: %u+%u bytes overrun its block",
+                                        (unsigned long long)off, it->klen, it->vlen);
+                                continue;
+                        }
+                        uint64_t h = cache_hash(it->ns, it->data, it->klen);
+                        cache_buckets(k, h, &b0, &b1);
+                        if ((b != b0 && b != b1) || ent_make(h, off) != e)
+                                problem(ck, "item %#llx: key hashes to buckets %llu/%llu, found in %llu",
+                                        (unsigned long long)off, (unsigned long long)b0,
+                                        (unsigned long long)b1, (unsigned long long)b);
+                        if (oset_add(&ck->known, off) == 0)
+                                problem(ck, "item %#llx: linked twice", (unsigned long long)off);
+                }
+        }
+}
+
+/* No key twice: for every linked item, its lookup finds that very item. */
+static void check_dups(struct checker *ck)
+{
+        struct cache *k = ck->k;
+
+        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+                for (unsigned w = 0; w < CACHE_WAYS; w++) {
+                        uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
+                        struct item *it = e ? cache_item(k, ent_off(e)) : NULL, *found;
+                        if (!it)
+                                continue;
+                        uint64_t h = cache_hash(it->ns, it->data, it->klen);
+                        _Atomic uint64_t *f = cache_lookup(k, it->ns, it->data, it->klen, h, &found);
+                        if (f && f != &k->index[b].e[w])
+                                problem(ck, "key of item %#llx is also linked at item %#llx",
+                                        (unsigned long long)ent_off(e),
+                                        (unsigned long long)seg_off(k->s, found));
+                }
+        }
+}
+
+static void check_slots(struct checker *ck)
+{
+        struct cache *k = ck->k;
+        struct seg *s = k->s;
+
+        for (uint32_t i = 0; i < slots_table(s)->nslots; i++) {
+                struct cache_slot *cs = cache_slot_of(k, i);
+                uint32_t head = atomic_load(&cs->rhead), tail = atomic_load(&cs->rtail);
+                if (head - tail > CACHE_RING) {
+                        problem(ck, "slot %u: retire ring head %u tail %u", i, head, tail);
+                        continue;
+                }
+                for (uint32_t r = tail; r != head; r++) {
+                        uint64_t off = cs->ring[r % CACHE_RING].off;
+                        if (!off)
+                                continue;
+                        if (oset_add(&ck->known, off) == 0)
+                                problem(ck, "slot %u: retired block %#llx is still linked or "
+                                        "retired twice", i, (unsigned long long)off);
+                }
+                if (atomic_load(&cs->jop) != CJ_NONE && cs->jnew)
+                        oset_add(&ck->known, cs->jnew);
+                if (cs->jfree)
+                        oset_add(&ck->known, cs->jfree);
+        }
+        for (uint32_t i = 0; i < k->hdr->intern_cap; i++) {
+                uint64_t e = atomic_load(&k->intern[i]);
+                if (e)
+                        oset_add(&ck->known, ent_off(e));
+        }
+}
+
+static void leak_cb(uint64_t off, uint64_t bytes, void *arg)
+{
+        struct checker *ck = arg;
+
+        if (!oset_has(&ck->known, off))
+                problem(ck, "block %#llx (%llu bytes): allocated but neither linked, retired, "
+                        "interned nor in flight (leaked)", (unsigned long long)off,
+                        (unsigned long long)bytes);
+}
+
+static void checker_reset(struct checker *ck)
+{
+        for (size_t i = 0; i < ck->nmsgs; i++)
+                free(ck->msgs[i]);
+        free(ck->msgs);
+        free(ck->known.v);
+        struct cache *k = ck->k;
+        memset(ck, 0, sizeof(*ck));
+        ck->k = k;
+}
+
+static void check_pass(struct checker *ck, struct core *core)
+{
+        struct al_check_result ar;
+
+        check_index(ck);
+        check_dups(ck);
+        check_slots(ck);
+        al_check(&core->al, al_report, ck, &ar);
+        al_walk_used(&core->al, leak_cb, ck);
+}
+
+STOA_API int stoa_check(struct stoa *c, stoa_report_fn report, void *arg)
+{
+        if (!c)
+                return -EINVAL;
+        struct core *core = stoa_core_(c);
+        struct checker ck = { .k = core->cache };
+
+        if (core->seg->forked)
+                return STOA_E_FORKED;
+        /* Writers at work make passing differences: look again before reporting. */
+        for (int pass = 0; pass < 3; pass++) {
+                checker_reset(&ck);
+                check_pass(&ck, core);
+                if (!ck.problems)
+                        break;
+                struct timespec ts = { 0, 20 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+        }
+        for (size_t i = 0; i < ck.nmsgs; i++)
+                if (report)
+                        report(ck.msgs[i], arg);
+        uint64_t n = ck.problems;
+        checker_reset(&ck);
+        return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* ---- sweep --------------------------------------------------------------- */
+
+STOA_API int stoa_sweep(struct stoa *c)
+{
+        struct cache_thr *t;
+        struct core *core;
+        int r = stoa_thread_(c, &t, &core);
+
+        if (r < 0)
+                return r;
+        int dead = slots_sweep(core->seg);
+        uint64_t expired = cache_expire_sweep(t, t->k->hdr->nbuckets);
+        cache_reclaim(t, 100);
+        al_trim(t->heap);
+        return (dead > 0 ? dead : 0) + (int)(expired > INT32_MAX ? INT32_MAX : expired);
+}
