@@ -294,7 +294,7 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
         _Atomic uint64_t *e = cache_lookup(t->k, ts->h->ns, key, klen, hash, &it);
         if (!e) {
                 r = -ENOENT;
-        } else if (cache_expired(it, cache_now(t->k))) {
+        } else if (it->expire && cache_expired(it, cache_now(t->k))) {
                 r = -EKEYEXPIRED;
         } else {
                 rd->vlen = it->vlen;
@@ -553,7 +553,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
         if ((r = thr(c, &ts)) < 0)
                 return r;
         struct cache *k = ts->t.k;
-        uint32_t now = cache_now(k);
+        uint32_t now = 0;
         for (size_t base = 0; base < n; base += MGET_BATCH) {
                 size_t m = n - base < MGET_BATCH ? n - base : MGET_BATCH;
                 struct stoa_getreq *q = reqs + base;
@@ -590,7 +590,9 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 continue;
                         _Atomic uint64_t *e = cache_lookup(k, c->ns, q[i].key, q[i].klen,
                                                            hash[i], &it);
-                        if (!e || cache_expired(it, now)) {
+                        if (e && it->expire && !now)
+                                now = cache_now(k);
+                        if (!e || (it->expire && cache_expired(it, now))) {
                                 q[i].err = -ENOENT;
                         } else {
                                 q[i].vlen = it->vlen;

@@ -46,32 +46,32 @@ int main(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
-        struct core_config cfg;
-        struct core *c;
+        struct stoa_options o = { 0 };
+        struct stoa_info info;
+        struct stoa *c;
         const char *name = CORE_DEFAULT_NAME;
         double interval = 1.0;
         int once = 0, opt, r;
 
-        core_config_default(&cfg);
         while ((opt = getopt_long(argc, argv, "n:s:H:m:i:1h", opts, NULL)) != -1) {
                 switch (opt) {
                 case 'n': name = optarg; break;
                 case 's':
-                        if (cli_parse_size(optarg, &cfg.size) < 0) {
+                        if (cli_parse_size(optarg, &o.size) < 0) {
                                 fprintf(stderr, "stoad: bad size '%s'\n", optarg);
                                 return 2;
                         }
                         break;
                 case 'H':
-                        if (!strcmp(optarg, "prefer")) cfg.huge = SEG_HUGE_PREFER;
-                        else if (!strcmp(optarg, "require")) cfg.huge = SEG_HUGE_REQUIRE;
-                        else if (!strcmp(optarg, "refuse")) cfg.huge = SEG_HUGE_REFUSE;
+                        if (!strcmp(optarg, "prefer")) o.flags &= ~(STOA_OPEN_HUGE | STOA_OPEN_NOHUGE);
+                        else if (!strcmp(optarg, "require")) o.flags |= STOA_OPEN_HUGE;
+                        else if (!strcmp(optarg, "refuse")) o.flags |= STOA_OPEN_NOHUGE;
                         else {
                                 fprintf(stderr, "stoad: --huge takes prefer, require or refuse\n");
                                 return 2;
                         }
                         break;
-                case 'm': cfg.mode = (uint32_t)strtoul(optarg, NULL, 8); break;
+                case 'm': o.mode = (uint32_t)strtoul(optarg, NULL, 8); break;
                 case 'i': interval = atof(optarg); break;
                 case '1': once = 1; break;
                 case 'h': usage(stdout); return 0;
@@ -79,34 +79,46 @@ int main(int argc, char **argv)
                 }
         }
 
-        r = core_open(&c, name, &cfg);
+        r = stoa_open(&c, name, &o);
         if (r < 0) {
                 fprintf(stderr, "stoad: cannot open segment '%s': %s%s%s\n", name,
                         stoa_strerror(r), *seg_errdetail() ? ": " : "", seg_errdetail());
                 return 1;
         }
-        struct seg *s = c->seg;
-        fprintf(stderr, "stoad: %s segment %s: %llu MiB, %s pages (%s), %u arena(s), %u slots\n",
-                s->created ? "created" : "attached to", s->path,
-                (unsigned long long)(s->size >> 20),
-                s->page_size >= (2u << 20) ? "2 MiB" : "4 KiB",
-                seg_backing_name(s->backing), c->al.narenas, slots_table(s)->nslots);
+        stoa_info(c, &info);
+        fprintf(stderr, "stoad: segment %s: %llu MiB (%llu MiB heap), %s, %u slots, %llu items\n",
+                info.path, (unsigned long long)(info.size >> 20),
+                (unsigned long long)(info.heap_bytes >> 20), info.backing, info.slots,
+                (unsigned long long)info.items);
         if (once) {
-                core_close(c);
+                stoa_close(c);
                 return 0;
         }
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
         fprintf(stderr, "stoad: watching; Ctrl-C to stop (the segment stays)\n");
-        while (!stop) {
+        uint64_t last_hits = info.hits, last_misses = info.misses;
+        for (unsigned tick = 1; !stop; tick++) {
                 struct timespec ts = { (time_t)interval,
                                        (long)((interval - (double)(time_t)interval) * 1e9) };
                 nanosleep(&ts, NULL);
-                int n = slots_sweep(s);
+                /* Dead clients' slots and memory, expired items, retired blocks. */
+                int n = stoa_sweep(c);
                 if (n > 0)
-                        fprintf(stderr, "stoad: recovered %d slot(s) of dead clients\n", n);
+                        fprintf(stderr, "stoad: swept: %d dead slot(s) or expired item(s)\n", n);
+                if (tick % 10 || stoa_info(c, &info) < 0)
+                        continue;
+                uint64_t h = info.hits - last_hits, m = info.misses - last_misses;
+                fprintf(stderr, "stoad: %llu items, %llu MiB used, hit ratio %.3f, "
+                        "%llu evictions, %llu expired, %u clients%s\n",
+                        (unsigned long long)info.items, (unsigned long long)(info.used_bytes >> 20),
+                        h + m ? (double)h / (double)(h + m) : 0.0,
+                        (unsigned long long)info.evictions, (unsigned long long)info.expired,
+                        info.clients, info.dead_clients ? " (some dead)" : "");
+                last_hits = info.hits;
+                last_misses = info.misses;
         }
         fprintf(stderr, "stoad: stopping\n");
-        core_close(c);
+        stoa_close(c);
         return 0;
 }
