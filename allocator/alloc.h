@@ -142,6 +142,15 @@ struct al_counts {
 struct al_slot {
         struct al_journal j;
         uint64_t seq;                   /* stamp sequence */
+        /*
+         * Span stealing (design.md 3.7): the owner sets `busy` around each
+         * operation; another slot short of memory may CAS `steal` to its tag
+         * while `busy` is 0 and then disown this slot's spans. Dekker pair,
+         * sequentially consistent on both sides.
+         */
+        _Atomic uint32_t busy;
+        uint32_t pad;
+        _Atomic uint64_t steal;
         uint32_t avail[AL_MAX_ARENAS][AL_NCLASSES];    /* owner lists: page idx + 1 */
         struct al_counts c;
 };
@@ -154,6 +163,9 @@ struct al_ctx {
         struct arena *arena[AL_MAX_ARENAS];
         uint32_t narenas;
         uint32_t npages;
+        uint32_t pfirst[AL_MAX_ARENAS], pcount[AL_MAX_ARENAS];  /* copies, checked at attach */
+        uint64_t hoff[AL_MAX_ARENAS];
+        uint64_t *bm[AL_MAX_ARENAS];                            /* free-page bitmaps */
 };
 
 /* A slot's heap, process-local: used by one thread at a time. */
@@ -187,6 +199,13 @@ static inline struct page_desc *al_desc(const struct al_ctx *c, uint32_t page)
         return &c->desc[page];
 }
 uint64_t al_page_off(const struct al_ctx *c, uint32_t page);
+/*
+ * Does the descriptor of head page `page` agree with itself and the class
+ * table (arena, class, span, capacity inside the arena)? Descriptors live in
+ * shared memory that another process may have scribbled on; every path that
+ * computes addresses from one checks it first.
+ */
+bool al_desc_sane(const struct al_ctx *c, uint32_t page);
 /* Page index of a heap offset, or UINT32_MAX if it is not in any arena. */
 uint32_t al_page_of(const struct al_ctx *c, uint64_t off);
 unsigned al_arena_of_page(const struct al_ctx *c, uint32_t page);
@@ -217,6 +236,12 @@ size_t al_usable(const struct al_ctx *c, uint64_t off);
 uint64_t al_stamp(const struct al_ctx *c, uint64_t off);
 /* Give emptied abandoned spans of every class back to the arenas. Returns pages. */
 uint32_t al_trim(struct al_heap *h);
+/*
+ * Take the spans of live slots that are not inside an allocator operation
+ * (idle clients): emptied ones go back to the arena, the others are disowned
+ * for any slot to adopt. Returns pages given back.
+ */
+uint32_t al_steal_idle(struct al_heap *h);
 /* Return this heap's empty pages to the arena and abandon the rest (slot release). */
 void al_heap_abandon(struct al_heap *h);
 

@@ -137,6 +137,12 @@ int al_attach(struct al_ctx *c, struct seg *s)
                     (uint64_t)a->first_page + a->npages > c->npages)
                         goto corrupt;
                 c->arena[i] = a;
+                if (a->bitmap_off + ((uint64_t)a->npages + 63) / 64 * 8 > s->size)
+                        goto corrupt;
+                c->pfirst[i] = a->first_page;
+                c->pcount[i] = a->npages;
+                c->bm[i] = seg_ptr(s, a->bitmap_off);
+                c->hoff[i] = a->heap_off;
         }
         return 0;
 corrupt:
@@ -144,20 +150,36 @@ corrupt:
         return STOA_E_CORRUPT;
 }
 
+/* From process-local copies: a scribbled descriptor cannot send us elsewhere. */
 uint64_t al_page_off(const struct al_ctx *c, uint32_t page)
 {
-        const struct arena *a = c->arena[c->desc[page].arena];
+        for (unsigned i = 0; i < c->narenas; i++)
+                if (page - c->pfirst[i] < c->pcount[i])
+                        return c->hoff[i] + (uint64_t)(page - c->pfirst[i]) * AL_PAGE_SIZE;
+        return c->hoff[0];      /* not a page: callers never pass one */
+}
 
-        return a->heap_off + (uint64_t)(page - a->first_page) * AL_PAGE_SIZE;
+bool al_desc_sane(const struct al_ctx *c, uint32_t page)
+{
+        if (page >= c->npages)
+                return false;
+        const struct page_desc *d = al_desc(c, page);
+        unsigned a = d->arena;
+        if (a >= c->narenas || page - c->pfirst[a] >= c->pcount[a] || d->span == 0 ||
+            d->span > c->pfirst[a] + c->pcount[a] - page)
+                return false;
+        if (d->state == PAGE_RUN)
+                return true;
+        return d->state == PAGE_SLAB && d->cls < al_nclasses &&
+               d->span == al_class_span(d->cls) && d->capacity == al_class_capacity(d->cls) &&
+               d->block_size == al_class_size[d->cls];
 }
 
 uint32_t al_page_of(const struct al_ctx *c, uint64_t off)
 {
-        for (unsigned i = 0; i < c->narenas; i++) {
-                const struct arena *a = c->arena[i];
-                if (off >= a->heap_off && off < a->heap_off + (uint64_t)a->npages * AL_PAGE_SIZE)
-                        return a->first_page + (uint32_t)((off - a->heap_off) >> AL_PAGE_SHIFT);
-        }
+        for (unsigned i = 0; i < c->narenas; i++)
+                if (off >= c->hoff[i] && off < c->hoff[i] + (uint64_t)c->pcount[i] * AL_PAGE_SIZE)
+                        return c->pfirst[i] + (uint32_t)((off - c->hoff[i]) >> AL_PAGE_SHIFT);
         return UINT32_MAX;
 }
 
@@ -183,6 +205,11 @@ int al_arena_for_node(const struct al_ctx *c, int node)
 int al_arena_lock(struct al_heap *h, unsigned ai)
 {
         bool broken;
+
+        if (ai >= h->ctx->narenas) {    /* a scribbled descriptor */
+                seg_set_errdetail("arena %u does not exist: allocator metadata is corrupt", ai);
+                return STOA_E_CORRUPT;
+        }
         int r = olock_acquire(h->ctx->s, &h->ctx->arena[ai]->lock, h->slot, h->gen, &broken);
 
         if (r < 0)
@@ -194,12 +221,16 @@ int al_arena_lock(struct al_heap *h, unsigned ai)
 
 void al_arena_unlock(struct al_heap *h, unsigned ai)
 {
-        olock_release(&h->ctx->arena[ai]->lock);
+        if (ai < h->ctx->narenas)
+                olock_release(&h->ctx->arena[ai]->lock);
 }
 
 static uint64_t *arena_bitmap(const struct al_ctx *c, const struct arena *a)
 {
-        return seg_ptr(c->s, a->bitmap_off);
+        for (unsigned i = 0; i < c->narenas; i++)
+                if (c->arena[i] == a)
+                        return c->bm[i];
+        return c->bm[0];
 }
 
 /*
@@ -208,12 +239,12 @@ static uint64_t *arena_bitmap(const struct al_ctx *c, const struct arena *a)
  * run_alloc), or in al_pages_give after the head, leaves tails whose head is
  * FREE or covers less.
  */
-static bool tail_is_held(const struct al_ctx *c, const struct arena *a, uint32_t p)
+static bool tail_is_held(const struct al_ctx *c, unsigned ai, uint32_t p)
 {
         const struct page_desc *t = &c->desc[p];
         uint32_t h = t->span;
 
-        if (h < a->first_page || h >= p)
+        if (h < c->pfirst[ai] || h >= p)
                 return false;
         const struct page_desc *d = &c->desc[h];
         uint8_t want = t->state == PAGE_SLAB_TAIL ? PAGE_SLAB : PAGE_RUN;
@@ -239,10 +270,10 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
         uint32_t used = 0;
 
         /* Orphaned tails are free pages. */
-        for (uint32_t p = a->first_page; p < a->first_page + a->npages; p++) {
+        for (uint32_t p = c->pfirst[ai]; p < c->pfirst[ai] + c->pcount[ai]; p++) {
                 struct page_desc *d = &c->desc[p];
                 if ((d->state == PAGE_SLAB_TAIL || d->state == PAGE_RUN_TAIL) &&
-                    !tail_is_held(c, a, p)) {
+                    !tail_is_held(c, ai, p)) {
                         d->owner = 0;
                         d->next = d->prev = 0;
                         d->full = 0;
@@ -250,13 +281,13 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                 }
         }
 
-        memset(bm, 0, (a->npages + 63) / 64 * 8);
+        memset(bm, 0, (c->pcount[ai] + 63) / 64 * 8);
         memset(a->slab_pages, 0, sizeof(a->slab_pages));
         memset(a->abandoned, 0, sizeof(a->abandoned));
         a->run_pages = 0;
         a->run_bytes = 0;
-        for (uint32_t p = 0; p < a->npages; p++) {
-                struct page_desc *d = &c->desc[a->first_page + p];
+        for (uint32_t p = 0; p < c->pcount[ai]; p++) {
+                struct page_desc *d = &c->desc[c->pfirst[ai] + p];
                 switch (d->state) {
                 case PAGE_FREE:
                         bm[p / 64] |= 1ull << (p % 64);
@@ -264,9 +295,9 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                 case PAGE_SLAB:
                         a->slab_pages[d->cls] += d->span;
                         d->full = 0;
-                        if (d->owner == 0 && span_has_free(c, a->first_page + p)) {
+                        if (d->owner == 0 && span_has_free(c, c->pfirst[ai] + p)) {
                                 /* abandoned, or disowned with frees: relink */
-                                uint32_t idx = a->first_page + p;
+                                uint32_t idx = c->pfirst[ai] + p;
                                 d->full = 1;
                                 d->prev = 0;
                                 d->next = a->abandoned[d->cls];
@@ -285,7 +316,7 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                         break;
                 }
         }
-        a->free_pages = a->npages - used;
+        a->free_pages = c->pcount[ai] - used;
         a->hint = 0;
         if (used > a->peak_used_pages)
                 a->peak_used_pages = used;
@@ -300,7 +331,7 @@ uint32_t al_pages_take(struct al_ctx *c, unsigned ai, uint32_t n)
 
         if (n == 0 || n > a->free_pages)
                 return UINT32_MAX;
-        for (uint32_t p = a->hint; p < a->npages; p++) {
+        for (uint32_t p = a->hint; p < c->pcount[ai]; p++) {
                 if (run == 0 && (p % 64) == 0 && bm[p / 64] == 0) {
                         p += 63;        /* a word with no free page */
                         continue;
@@ -321,17 +352,17 @@ found:
         a->free_pages -= n;
         if (n == 1 && start == a->hint)
                 a->hint = start + 1;
-        uint32_t used = a->npages - a->free_pages;
+        uint32_t used = c->pcount[ai] - a->free_pages;
         if (used > a->peak_used_pages)
                 a->peak_used_pages = used;
-        return a->first_page + start;
+        return c->pfirst[ai] + start;
 }
 
 void al_pages_give(struct al_ctx *c, unsigned ai, uint32_t first, uint32_t n)
 {
         struct arena *a = c->arena[ai];
         uint64_t *bm = arena_bitmap(c, a);
-        uint32_t rel = first - a->first_page;
+        uint32_t rel = first - c->pfirst[ai];
 
         /* Descriptors first (the truth), then the derived bitmap. */
         for (uint32_t p = first; p < first + n; p++) {

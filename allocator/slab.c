@@ -72,12 +72,59 @@ void al_heap_init(struct al_heap *h, struct al_ctx *c, uint32_t slot, uint32_t g
         h->home = (uint32_t)home_arena(c);
 }
 
+/* ---- span stealing (design.md 3.7) -------------------------------------- */
+
+static void lists_disown(struct al_heap *thief, struct al_slot *as, uint32_t slot);
+
+/*
+ * Enter an operation on our own lists. If a thief holds them, wait for it; if
+ * it died meanwhile, our lists may be half-disowned: disown the rest
+ * ourselves, which leaves them consistent (empty).
+ */
+static void op_begin(struct al_heap *h)
+{
+        struct al_slot *as = h->as;
+
+        for (;;) {
+                atomic_store_explicit(&as->busy, 1, memory_order_relaxed);
+                atomic_thread_fence(memory_order_seq_cst);
+                uint64_t thief = atomic_load_explicit(&as->steal, memory_order_acquire);
+                if (!thief)
+                        return;
+                atomic_store_explicit(&as->busy, 0, memory_order_release);
+                for (unsigned spins = 0;
+                     atomic_load_explicit(&as->steal, memory_order_acquire) == thief; spins++) {
+                        if (spins % 1024 == 1023 &&
+                            slot_is_dead(h->ctx->s, (uint32_t)(thief >> 32) - 1, (uint32_t)thief) == 1) {
+                                uint64_t t = thief;
+                                if (atomic_compare_exchange_strong(&as->steal, &t, olock_tag(h->slot, h->gen))) {
+                                        lists_disown(h, as, h->slot);
+                                        atomic_store_explicit(&as->steal, 0, memory_order_release);
+                                }
+                        }
+                        sched_yield();
+                }
+        }
+}
+
+static inline void op_end(struct al_heap *h)
+{
+        atomic_store_explicit(&h->as->busy, 0, memory_order_release);
+}
+
 /* ---- owner lists (private to the owner) ---------------------------------- */
+
+/* A link read from shared memory: page index + 1, or 0 (also for garbage). */
+static inline uint32_t link_ok(const struct al_ctx *c, uint32_t link)
+{
+        return link && link - 1 < c->npages ? link : 0;
+}
 
 static void list_push(struct al_ctx *c, uint32_t *head, uint32_t page)
 {
         struct page_desc *d = al_desc(c, page);
 
+        *head = link_ok(c, *head);
         d->prev = 0;
         d->next = *head;
         if (*head)
@@ -89,6 +136,8 @@ static void list_del(struct al_ctx *c, uint32_t *head, uint32_t page)
 {
         struct page_desc *d = al_desc(c, page);
 
+        d->prev = link_ok(c, d->prev);
+        d->next = link_ok(c, d->next);
         if (d->prev)
                 al_desc(c, d->prev - 1)->next = d->next;
         else
@@ -112,10 +161,18 @@ static uint32_t drain(struct al_ctx *c, uint32_t page, struct slab_hdr *sh)
         uint64_t summary = atomic_exchange_explicit(&sh->remote_summary, 0, memory_order_acquire);
         uint32_t n = 0;
 
+        /* Shared metadata may be scribbled: never index past the span. */
+        if (!al_desc_sane(c, page))
+                return 0;
+        summary &= ALL_WORDS & ((d->capacity + 63) / 64 >= 64 ? ~0ull :
+                                (1ull << ((d->capacity + 63) / 64)) - 1);
+
         while (summary) {
                 unsigned w = (unsigned)__builtin_ctzll(summary);
                 summary &= summary - 1;
                 uint64_t bits = atomic_load_explicit(&sh->remote_free[w], memory_order_acquire);
+                if (w == (d->capacity - 1) / 64 && d->capacity % 64)
+                        bits &= (1ull << (d->capacity % 64)) - 1;
                 for (uint64_t b = bits; b; b &= b - 1) {
                         unsigned i = w * 64 + (unsigned)__builtin_ctzll(b);
                         *stamp_at(c, base + (uint64_t)i * d->block_size) = AL_STAMP_FREE;
@@ -170,6 +227,9 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls)
 
         if (al_arena_lock(h, ai) < 0)
                 return UINT32_MAX;
+        a->abandoned[cls] = link_ok(c, a->abandoned[cls]);
+        if (a->abandoned[cls] && !al_desc_sane(c, a->abandoned[cls] - 1))
+                a->abandoned[cls] = 0;  /* damaged: forget the list rather than follow it */
         if (a->abandoned[cls]) {
                 page = a->abandoned[cls] - 1;
                 list_del(c, &a->abandoned[cls], page);
@@ -292,22 +352,44 @@ static uint32_t refill(struct al_heap *h, unsigned ai, unsigned cls)
  * every class: memory a class no longer needs becomes pages any class or run
  * can take. Called when an allocation finds no memory. Returns pages freed.
  */
-uint32_t al_trim(struct al_heap *h)
+static uint32_t trim_op(struct al_heap *h)
 {
         struct al_ctx *c = h->ctx;
         uint32_t freed = 0;
 
+        /* Our own emptied spans first: each class keeps one at the head of its list. */
+        for (unsigned ai = 0; ai < c->narenas; ai++) {
+                for (unsigned cls = 0; cls < al_nclasses; cls++) {
+                        uint32_t *avail = &h->as->avail[ai][cls], guard = c->npages;
+                        uint32_t next = link_ok(c, *avail);
+                        while (next && guard--) {
+                                uint32_t p = next - 1;
+                                struct page_desc *d = al_desc(c, p);
+                                next = link_ok(c, d->next);
+                                if (!al_desc_sane(c, p) || d->owner != h->slot + 1)
+                                        break;
+                                drain(c, p, span_hdr(c, p));
+                                if (d->nfree != d->capacity)
+                                        continue;
+                                list_del(c, avail, p);
+                                freed += d->span;
+                                span_release(h, p);
+                        }
+                }
+        }
         for (unsigned ai = 0; ai < c->narenas; ai++) {
                 struct arena *a = c->arena[ai];
                 if (al_arena_lock(h, ai) < 0)
                         continue;
                 for (unsigned cls = 0; cls < al_nclasses; cls++) {
-                        uint32_t next = a->abandoned[cls];
-                        while (next) {
+                        uint32_t next = link_ok(c, a->abandoned[cls]), guard = c->npages;
+                        while (next && guard--) {
                                 uint32_t p = next - 1;
                                 struct page_desc *d = al_desc(c, p);
                                 struct slab_hdr *sh = span_hdr(c, p);
-                                next = d->next;
+                                next = link_ok(c, d->next);
+                                if (!al_desc_sane(c, p) || d->state != PAGE_SLAB)
+                                        break;  /* a damaged list: stop here */
                                 drain(c, p, sh);
                                 d->nfree = count_local_free(sh);
                                 if (d->nfree != d->capacity)
@@ -328,10 +410,15 @@ uint32_t al_trim(struct al_heap *h)
 
 static int find_free(struct page_desc *d, struct slab_hdr *sh)
 {
-        for (unsigned w = d->cursor; w < AL_BITMAP_WORDS; w++) {
+        for (unsigned w = d->cursor; w < AL_BITMAP_WORDS && w * 64 < d->capacity; w++) {
                 if (sh->local_free[w]) {
+                        unsigned bit = w * 64 + (unsigned)__builtin_ctzll(sh->local_free[w]);
+                        if (bit >= d->capacity) {       /* scribbled: not a block */
+                                sh->local_free[w] = 0;
+                                continue;
+                        }
                         d->cursor = w;
-                        return (int)(w * 64 + (unsigned)__builtin_ctzll(sh->local_free[w]));
+                        return (int)bit;
                 }
         }
         d->cursor = AL_BITMAP_WORDS;
@@ -344,8 +431,16 @@ static int slab_alloc(struct al_heap *h, unsigned ai, unsigned cls, uint64_t *re
         struct al_slot *as = h->as;
         uint32_t *avail = &as->avail[ai][cls];
 
-        for (;;) {
+        for (uint32_t guard = 0;; guard++) {
+                if (guard > c->npages + 64) {   /* a list that never ends: scribbled */
+                        *avail = 0;
+                        seg_set_errdetail("allocator lists are corrupt");
+                        return STOA_E_CORRUPT;
+                }
                 uint32_t page;
+                *avail = link_ok(c, *avail);
+                if (*avail && !al_desc_sane(c, *avail - 1))
+                        *avail = 0;     /* damaged: drop the list */
                 if (*avail) {
                         page = *avail - 1;
                 } else {
@@ -385,7 +480,7 @@ static int run_alloc(struct al_heap *h, unsigned ai, size_t bytes, uint64_t *ret
         struct arena *a = c->arena[ai];
         int r;
 
-        if (bytes > (uint64_t)a->npages * AL_PAGE_SIZE - AL_STAMP_SIZE)
+        if (bytes > (uint64_t)c->pcount[ai] * AL_PAGE_SIZE - AL_STAMP_SIZE)
                 return -E2BIG;  /* checked before adding the stamp, which could wrap */
         uint64_t need = bytes + AL_STAMP_SIZE;
         uint32_t n = (uint32_t)((need + AL_PAGE_SIZE - 1) >> AL_PAGE_SHIFT);
@@ -452,7 +547,7 @@ static int run_free(struct al_heap *h, uint32_t page, uint64_t stamp)
 
 /* ---- the API ------------------------------------------------------------- */
 
-int al_alloc(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off)
+static int alloc_op(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off)
 {
         struct al_ctx *c = h->ctx;
         int cls = al_size_class(bytes);
@@ -501,8 +596,12 @@ static int locate(const struct al_ctx *c, uint64_t off, uint32_t *ret_page, uint
         const struct page_desc *d = al_desc(c, page);
         if (d->state == PAGE_SLAB_TAIL || d->state == PAGE_RUN_TAIL) {
                 page = d->span;
+                if (page >= c->npages)
+                        return -EINVAL;
                 d = al_desc(c, page);
         }
+        if (!al_desc_sane(c, page))
+                return -EINVAL;
         if (d->state == PAGE_RUN) {
                 if (block != al_page_off(c, page))
                         return -EINVAL;
@@ -532,7 +631,7 @@ static uint64_t remote_free(struct slab_hdr *sh, uint32_t idx)
                                         memory_order_seq_cst);
 }
 
-int al_free(struct al_heap *h, uint64_t off)
+static int free_op(struct al_heap *h, uint64_t off)
 {
         struct al_ctx *c = h->ctx;
         struct al_slot *as = h->as;
@@ -622,9 +721,9 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
                 struct arena *a = c->arena[ai];
                 if (al_arena_lock(h, ai) < 0)
                         continue;
-                for (uint32_t p = a->first_page; p < a->first_page + a->npages; p++) {
+                for (uint32_t p = c->pfirst[ai]; p < c->pfirst[ai] + c->pcount[ai]; p++) {
                         struct page_desc *d = al_desc(c, p);
-                        if (d->state != PAGE_SLAB || d->owner != slot + 1)
+                        if (d->state != PAGE_SLAB || d->owner != slot + 1 || !al_desc_sane(c, p))
                                 continue;
                         struct slab_hdr *sh = span_hdr(c, p);
                         /*
@@ -656,9 +755,95 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
 
 void al_heap_abandon(struct al_heap *h)
 {
+        op_begin(h);
         journal_clear(h->as);
         abandon_all(h, h->slot, NULL);
-        al_trim(h);
+        trim_op(h);
+        op_end(h);
+}
+
+int al_alloc(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off)
+{
+        op_begin(h);
+        int r = alloc_op(h, bytes, node, ret_off);
+        op_end(h);
+        return r;
+}
+
+int al_free(struct al_heap *h, uint64_t off)
+{
+        op_begin(h);
+        int r = free_op(h, off);
+        op_end(h);
+        return r;
+}
+
+uint32_t al_trim(struct al_heap *h)
+{
+        op_begin(h);
+        uint32_t n = trim_op(h);
+        op_end(h);
+        return n;
+}
+
+/* Disown every span on a slot's avail lists (its lists are ours: steal held). */
+static void lists_disown(struct al_heap *thief, struct al_slot *as, uint32_t slot)
+{
+        struct al_ctx *c = thief->ctx;
+
+        for (unsigned ai = 0; ai < c->narenas; ai++) {
+                struct arena *a = c->arena[ai];
+                if (al_arena_lock(thief, ai) < 0)
+                        continue;
+                for (unsigned cls = 0; cls < al_nclasses; cls++) {
+                        uint32_t next = link_ok(c, as->avail[ai][cls]), guard = c->npages;
+                        as->avail[ai][cls] = 0;
+                        while (next && guard--) {
+                                uint32_t p = next - 1;
+                                struct page_desc *d = al_desc(c, p);
+                                next = link_ok(c, d->next);
+                                if (!al_desc_sane(c, p) || d->state != PAGE_SLAB ||
+                                    d->owner != slot + 1)
+                                        break;
+                                d->next = d->prev = 0;
+                                drain(c, p, span_hdr(c, p));
+                                d->nfree = count_local_free(span_hdr(c, p));
+                                if (d->nfree == d->capacity) {
+                                        a->slab_pages[d->cls] -= d->span;
+                                        al_pages_give(c, ai, p, d->span);
+                                } else {
+                                        disown_locked(c, ai, p);
+                                }
+                        }
+                }
+                al_arena_unlock(thief, ai);
+        }
+}
+
+uint32_t al_steal_idle(struct al_heap *h)
+{
+        struct al_ctx *c = h->ctx;
+        uint32_t before = 0, after = 0;
+
+        for (unsigned ai = 0; ai < c->narenas; ai++)
+                before += __atomic_load_n(&c->arena[ai]->free_pages, __ATOMIC_RELAXED);
+        for (uint32_t s = 0; s < slots_count(c->s); s++) {
+                struct al_slot *as = slot_ext(c->s, s);
+                uint64_t zero = 0;
+                if (s == h->slot || atomic_load_explicit(&slot_hdr(c->s, s)->state,
+                                                         memory_order_acquire) != SLOT_LIVE ||
+                    atomic_load_explicit(&as->busy, memory_order_relaxed))
+                        continue;
+                if (!atomic_compare_exchange_strong(&as->steal, &zero, olock_tag(h->slot, h->gen)))
+                        continue;
+                atomic_thread_fence(memory_order_seq_cst);
+                if (!atomic_load_explicit(&as->busy, memory_order_seq_cst))
+                        lists_disown(h, as, s);
+                atomic_store_explicit(&as->steal, 0, memory_order_release);
+        }
+        for (unsigned ai = 0; ai < c->narenas; ai++)
+                after += __atomic_load_n(&c->arena[ai]->free_pages, __ATOMIC_RELAXED);
+        return after > before ? after - before : 0;
 }
 
 /* ---- recovery of a dead slot --------------------------------------------- */
@@ -709,8 +894,21 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
 
         switch (op) {
         case J_ALLOC:
-                if (!own)
-                        return 0;
+                if (!own) {
+                        /*
+                         * Disowned since (stolen while idle, after the allocation
+                         * returned): still ours if the stamp is and no free bit is.
+                         */
+                        if (cur != stamp || rbit || (sh->local_free[idx / 64] & mask))
+                                return 0;
+                        *count = as->j.count + 1;
+                        if (published && published(off, arg))
+                                return 2;
+                        as->c.frees[d->arena][d->cls]++;
+                        if (remote_free(sh, idx) == 0)
+                                list_if_disowned(h, page);
+                        return 1;
+                }
                 /*
                  * A clear bit: handed out by this operation, counted once. A
                  * set bit: not handed out yet (not counted either), or handed
@@ -766,11 +964,13 @@ int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, 
          */
         al_heap_init(&h, c, dead, atomic_load_explicit(&slot_hdr(c->s, dead)->gen,
                                                        memory_order_acquire));
+        op_begin(&h);   /* a thief at work on the dead slot's lists finishes first */
         rec.journal_op = (int)atomic_load_explicit(&h.as->j.op, memory_order_acquire);
         rec.journal_action = resolve_journal(&h, published, arg);
         journal_clear(h.as);
         abandon_all(&h, dead, &rec);
-        rec.pages_freed += al_trim(&h);
+        rec.pages_freed += trim_op(&h);
+        op_end(&h);
         if (ret)
                 *ret = rec;
         return 0;

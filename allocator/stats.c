@@ -13,12 +13,10 @@
 
 void al_stats(const struct al_ctx *c, struct al_stats *out)
 {
-        struct slot_table *t = slots_table(c->s);
-
         memset(out, 0, sizeof(*out));
         out->narenas = c->narenas;
         out->nclasses = al_nclasses;
-        for (uint32_t s = 0; s < t->nslots; s++) {
+        for (uint32_t s = 0; s < slots_count(c->s); s++) {
                 const struct al_slot *as = slot_ext(c->s, s);
                 for (unsigned a = 0; a < c->narenas; a++) {
                         for (unsigned k = 0; k < al_nclasses; k++) {
@@ -31,7 +29,7 @@ void al_stats(const struct al_ctx *c, struct al_stats *out)
                 const struct arena *ar = c->arena[a];
                 struct al_arena_stats *st = &out->a[a];
                 st->node = ar->node;
-                st->total_bytes = (uint64_t)ar->npages * AL_PAGE_SIZE;
+                st->total_bytes = (uint64_t)c->pcount[a] * AL_PAGE_SIZE;
                 st->free_bytes = (uint64_t)__atomic_load_n(&ar->free_pages, __ATOMIC_RELAXED) * AL_PAGE_SIZE;
                 st->peak_used_bytes = (uint64_t)__atomic_load_n(&ar->peak_used_pages, __ATOMIC_RELAXED) * AL_PAGE_SIZE;
                 st->run_bytes = __atomic_load_n(&ar->run_bytes, __ATOMIC_RELAXED);
@@ -140,10 +138,10 @@ int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_r
         memset(live, 0, sizeof(live));
         for (unsigned ai = 0; ai < c->narenas; ai++) {
                 const struct arena *a = c->arena[ai];
-                const uint64_t *bm = seg_ptr(c->s, a->bitmap_off);
+                const uint64_t *bm = c->bm[ai];
                 uint32_t nfree = 0, slab[AL_NCLASSES] = { 0 };
-                for (uint32_t rel = 0; rel < a->npages; rel++) {
-                        uint32_t p = a->first_page + rel;
+                for (uint32_t rel = 0; rel < c->pcount[ai]; rel++) {
+                        uint32_t p = c->pfirst[ai] + rel;
                         const struct page_desc *d = al_desc(c, p);
                         bool bfree = bm[rel / 64] & (1ull << (rel % 64));
                         if (bfree != (d->state == PAGE_FREE)) {
@@ -161,7 +159,7 @@ int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_r
                                 r.pages_free++;
                                 break;
                         case PAGE_SLAB:
-                                if (rel + d->span > a->npages) {
+                                if (rel + d->span > c->pcount[ai] || !al_desc_sane(c, p)) {
                                         report(arg, "page %u: span of %u runs past its arena", p, d->span);
                                         r.problems++;
                                         break;
@@ -173,14 +171,15 @@ int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_r
                                 break;
                         case PAGE_RUN:
                                 r.pages_run += d->span;
-                                if (rel + d->span > a->npages || d->run_stamp == AL_STAMP_FREE) {
+                                if (rel + d->span > c->pcount[ai] || d->run_stamp == AL_STAMP_FREE) {
                                         report(arg, "page %u: bad run (%u pages)", p, d->span);
                                         r.problems++;
                                 }
                                 break;
                         case PAGE_SLAB_TAIL:
                         case PAGE_RUN_TAIL:
-                                if (d->span >= p || al_desc(c, d->span)->span + d->span <= p) {
+                                if (d->span >= p || d->span < c->pfirst[ai] ||
+                                    al_desc(c, d->span)->span + d->span <= p) {
                                         report(arg, "page %u: tail outside its head %u", p, d->span);
                                         r.problems++;
                                 }

@@ -34,11 +34,12 @@ uint32_t cache_slot_size(void)
 uint64_t cache_layout(uint64_t total, struct seg_layout *lo)
 {
         uint64_t nb = pow2_floor(total / 1024);
-        uint64_t hdr = 4096, idx, in = (uint64_t)CACHE_INTERN_CAP * 8;
+        uint64_t hdr, idx, in = (uint64_t)CACHE_INTERN_CAP * 8;
 
         if (nb < 64)
                 nb = 64;
         idx = nb * sizeof(struct bucket);
+        hdr = 4096 + 2 * nb * sizeof(uint64_t);        /* header, then the ghost table */
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_CACHE, -1, hdr, 4096 };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INDEX, -1, idx, 4096 };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INTERN, -1, in, 4096 };
@@ -61,6 +62,8 @@ void cache_format(struct seg *s)
         h->intern_off = rn->off;
         h->intern_cap = (uint32_t)(rn->size / 8);
         h->time0 = ts.tv_sec - 1;       /* so that cache_now() is never 0 */
+        h->ghost_off = rc->off + 4096;
+        h->ghost_n = 2 * h->nbuckets;
         atomic_store(&h->epoch, 1);
         atomic_store(&h->version, 1);
         h->magic = CACHE_MAGIC;
@@ -88,8 +91,19 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
                 seg_set_errdetail("the cache header fails its checks");
                 return STOA_E_CORRUPT;
         }
+        if (k->hdr->ghost_off != rc->off + 4096 || (k->hdr->ghost_n & (k->hdr->ghost_n - 1)) ||
+            4096 + k->hdr->ghost_n * 8 > rc->size) {
+                seg_set_errdetail("the cache header fails its checks");
+                return STOA_E_CORRUPT;
+        }
+        k->ghost = seg_ptr(s, k->hdr->ghost_off);
+        k->ghost_mask = k->hdr->ghost_n - 1;
         k->index = seg_ptr(s, ri->off);
-        k->mask = k->hdr->nbuckets - 1;
+        k->nbuckets = k->hdr->nbuckets;
+        k->mask = k->nbuckets - 1;
+        k->intern_cap = k->hdr->intern_cap;
+        k->index_off = ri->off;
+        k->intern_off = rn->off;
         k->intern = seg_ptr(s, rn->off);
         k->heap_lo = UINT64_MAX;
         for (unsigned i = 0;; i++) {
@@ -106,6 +120,7 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
                 return STOA_E_CORRUPT;
         }
         k->ext_off = ext_off;
+        k->nslots = slots_count(s);
         return 0;
 }
 
@@ -259,16 +274,30 @@ static void journal_done(struct cache_thr *t)
  * nanoseconds; if the claimer is dead, recover its slot, which finishes or
  * undoes its operation.
  */
-static void claim_wait(struct cache_thr *t, struct item *it, unsigned *spins)
+static int claim_wait(struct cache_thr *t, struct item *it, unsigned *spins)
 {
         uint64_t tag = atomic_load_explicit(&it->owner, memory_order_acquire);
 
         if (++*spins % 64 == 0 && tag) {
                 uint32_t slot = (uint32_t)(tag >> 32) - 1, gen = (uint32_t)tag;
-                if (slot < slots_table(t->k->s)->nslots && slot_is_dead(t->k->s, slot, gen) == 1)
+                if (slot < slots_count(t->k->s) && slot_is_dead(t->k->s, slot, gen) == 1)
                         slot_recover_dead(t->k->s, slot);
         }
-        __builtin_ia32_pause();
+        /*
+         * A live claimer finishes in nanoseconds, a dead one is recovered
+         * above; a claim that stays for ~a second names no real claimer: the
+         * item was scribbled on.
+         */
+        if (*spins > (1u << 20)) {
+                seg_set_errdetail("item %#llx is claimed by %#llx, which is no client: corrupt",
+                                  (unsigned long long)seg_off(t->k->s, it), (unsigned long long)tag);
+                return STOA_E_CORRUPT;
+        }
+        if (*spins > 1024)
+                sched_yield();
+        else
+                __builtin_ia32_pause();
+        return 0;
 }
 
 /* Claim `it` for unlinking. 0, or -EAGAIN if someone else holds it. */
@@ -400,6 +429,8 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 }
                 bool expired = cache_expired(v, now);
                 unsigned vns = v->ns;
+                if (!expired)
+                        cache_ghost_put(k, cache_hash(vns, v->data, v->klen));
                 replace_claimed(e, word);
                 cache_rd_leave(t);
                 cache_retire(t, voff);
@@ -442,6 +473,8 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                 return r;
         struct item *n = (struct item *)(k->s->base + noff);
         item_fill(t, n, w);
+        if (cache_ghost_hit(k, hash))   /* evicted lately and wanted again: keep it longer */
+                atomic_store_explicit(&n->freq, 3, memory_order_relaxed);
         cs->jnew = noff;
         cs->jstamp = al_stamp(k->al, noff);
         journal_set(cs, 0, 0);
@@ -468,7 +501,9 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                         journal_set(cs, seg_off(k->s, (void *)e), ooff);
                         if (claim(t, old) < 0) {
                                 cache_rd_leave(t);
-                                claim_wait(t, old, &spins);
+                                r = claim_wait(t, old, &spins);
+                                if (r < 0)
+                                        break;
                                 continue;
                         }
                         if (atomic_load_explicit(e, memory_order_acquire) !=
@@ -543,7 +578,9 @@ int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen)
                 int r = cache_unlink(t, e, it);
                 cache_rd_leave(t);
                 if (r == -EAGAIN) {
-                        claim_wait(t, it, &spins);
+                        r = claim_wait(t, it, &spins);
+                        if (r < 0)
+                                return r;
                         continue;
                 }
                 if (r == 0 && !live) {

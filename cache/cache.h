@@ -95,12 +95,16 @@ struct cache_hdr {
         uint32_t intern_cap;
         uint32_t pad0;
         int64_t time0;                  /* CLOCK_REALTIME seconds at creation */
-        uint8_t pad1[16];
+        uint64_t ghost_off;             /* ghost table: ghost_n words, after this header */
+        uint64_t ghost_n;               /* power of two */
 
         _Atomic uint64_t epoch;         /* global reader epoch, from 1 */
         uint8_t pad2[56];
         _Atomic uint64_t version;       /* next version range */
-        uint8_t pad3[56];
+        _Atomic uint64_t evictions;     /* evictions so far: the ghost's clock */
+        _Atomic uint64_t live_est;      /* linked items, counted every so often */
+        _Atomic uint64_t counted_at;    /* `evictions` when live_est was counted */
+        uint8_t pad3[32];
         _Atomic uint32_t slots_hw;      /* slots ever used (readers are below) */
         _Atomic uint32_t ns_id[CACHE_NS_MAX];   /* interned name of each namespace */
         uint8_t pad4[60];
@@ -154,7 +158,21 @@ struct cache {
         _Atomic uint64_t *intern;       /* entries: hash:20 | off/8:44 */
         uint64_t heap_lo, heap_hi;      /* where items may be */
         uint32_t ext_off;               /* offset of cache_slot in a slot's ext */
+        uint32_t nslots;                /* process-local copies, checked at attach: */
+        uint32_t intern_cap;            /* a scribbled header cannot send us astray */
+        uint64_t nbuckets;
+        _Atomic uint64_t *ghost;
+        uint64_t ghost_mask;
+        uint64_t index_off, intern_off;
 };
+
+/* Slots that may hold readers: the shared high-water mark, clamped. */
+static inline uint32_t cache_slots_hw(const struct cache *k)
+{
+        uint32_t hw = atomic_load_explicit(&k->hdr->slots_hw, memory_order_acquire);
+
+        return hw < k->nslots ? hw : k->nslots;
+}
 
 /* One thread's presence in the cache (its slot and heap). */
 struct cache_thr {
@@ -164,6 +182,7 @@ struct cache_thr {
         uint32_t slot, gen;
         uint64_t tag;                   /* olock_tag(slot, gen) */
         uint32_t since_reclaim;
+        uint32_t since_steal;           /* allocations that found memory short */
         uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
 };
 
@@ -247,8 +266,17 @@ int cache_retire(struct cache_thr *t, uint64_t off);
 /* Free what the grace period allows; wait up to `wait_ms` for readers. Returns freed. */
 int cache_reclaim(struct cache_thr *t, unsigned wait_ms);
 uint32_t cache_ring_used(const struct cache_slot *cs);
-/* Recovery of a dead slot's cache state; returns the offset it decided is published (or 0). */
-uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot);
+bool cache_ring_blocked(struct cache_thr *t);
+/* Free what readers allow from the rings of slots no one holds. */
+int cache_adopt_orphans(struct cache *k);
+/*
+ * Recovery of a dead slot's cache state, around the allocator's: phase 1
+ * returns the block it decided stays published (or 0) and sets *ret_free to
+ * the one that must be freed; phase 2 frees it and what readers allow.
+ */
+uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot,
+                            uint64_t *ret_free);
+void cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub);
 /* Is this block pinned by any view? */
 bool cache_pinned(struct cache *k, uint64_t off);
 int cache_view_pin(struct cache_thr *t, uint64_t off);
@@ -259,6 +287,10 @@ void cache_view_unpin(struct cache_thr *t, uint64_t off);
 int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off);
 /* Unlink expired items among the next `budget` entries of the index. */
 uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget);
+
+/* ---- the ghost of evicted keys (evict.c) ---- */
+void cache_ghost_put(struct cache *k, uint64_t hash);
+bool cache_ghost_hit(struct cache *k, uint64_t hash);
 
 /* ---- interner (intern.c) ---- */
 int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_id);

@@ -18,10 +18,53 @@
 
 #include <errno.h>
 
+/*
+ * The ghost: keys evicted lately, as 32-bit fingerprints stamped with the
+ * eviction count (a lossy direct-mapped table, two entries a bucket). A key
+ * set again while its ghost is younger than about the number of linked items
+ * (one revolution of the hands) was evicted too early: it enters with its
+ * frequency at the top, as S3-FIFO's ghost sends such keys to its main
+ * queue. The item count is re-estimated (entries in the index) once per
+ * that many evictions.
+ */
+void cache_ghost_put(struct cache *k, uint64_t hash)
+{
+        uint64_t n = atomic_fetch_add_explicit(&k->hdr->evictions, 1, memory_order_relaxed);
+        uint64_t live = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed);
+        uint64_t at = atomic_load_explicit(&k->hdr->counted_at, memory_order_relaxed);
+
+        atomic_store_explicit(&k->ghost[hash & k->ghost_mask], (hash >> 32) << 32 | (uint32_t)n,
+                              memory_order_relaxed);
+        if (n - at >= (live > 4096 ? live : 4096) &&
+            atomic_compare_exchange_strong(&k->hdr->counted_at, &at, n)) {
+                uint64_t cnt = 0;
+                for (uint64_t b = 0; b < k->nbuckets; b++)
+                        for (unsigned w = 0; w < CACHE_WAYS; w++)
+                                cnt += atomic_load_explicit(&k->index[b].e[w],
+                                                            memory_order_relaxed) != 0;
+                atomic_store_explicit(&k->hdr->live_est, cnt, memory_order_relaxed);
+        }
+}
+
+bool cache_ghost_hit(struct cache *k, uint64_t hash)
+{
+        uint64_t g = atomic_load_explicit(&k->ghost[hash & k->ghost_mask], memory_order_relaxed);
+
+        if (!g || g >> 32 != hash >> 32)
+                return false;
+        uint32_t age = (uint32_t)atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed) -
+                       (uint32_t)g;
+        uint64_t live = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed);
+        return age <= (live ? live : k->nbuckets);
+}
+
 /* Is `it` (at off) the item an index entry points at? Returns the entry. */
-static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t off)
+static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t off,
+                                      uint64_t *ret_hash)
 {
         uint64_t h = cache_hash(it->ns, it->data, it->klen), b[2];
+
+        *ret_hash = h;
         uint64_t want = ent_make(h, off);
 
         cache_buckets(k, h, &b[0], &b[1]);
@@ -46,7 +89,8 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
         struct item *it = cache_item(k, off);
         if (!it || atomic_load_explicit(&it->owner, memory_order_relaxed))
                 return V_SKIP;
-        _Atomic uint64_t *e = linked_entry(k, it, off);
+        uint64_t hash;
+        _Atomic uint64_t *e = linked_entry(k, it, off, &hash);
         if (!e)
                 return V_SKIP;          /* being written, retired, or not an item */
         bool expired = cache_expired(it, now);
@@ -59,29 +103,33 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
         if (cache_unlink(t, e, it) < 0)
                 return V_SKIP;
         cache_count(t, ns, expired ? CNT_EXPIRED : CNT_EVICT);
-        if (expired)
+        if (expired) {
                 t->cnt_expired++;
-        else
+        } else {
                 t->cnt_evict++;
+                cache_ghost_put(k, hash);
+        }
         return expired ? V_EXPIRED : V_EVICTED;
 }
 
 /*
- * Advance hand `which` until `want` items are unlinked or `budget` blocks
- * seen. `force` evicts whatever is linked (emptying spans for another class).
+ * Advance hand `which` until `want` items are unlinked, `budget` blocks are
+ * seen, or `pages` pages are passed. `force` evicts whatever is linked: that
+ * empties whole spans, whose pages then go back to the arena for another
+ * class or a run.
  */
 static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, uint32_t budget,
-                           bool force)
+                           uint32_t pages, bool force)
 {
         struct cache *k = t->k;
         struct al_ctx *al = k->al;
         uint64_t pos = atomic_load_explicit(&k->hdr->hand[which], memory_order_relaxed);
         uint32_t page = (uint32_t)(pos >> 16), blk = (uint32_t)(pos & 0xffff);
-        uint32_t now = cache_now(k), steps = 0;
+        uint32_t now = cache_now(k), steps = 0, passed = 0;
         unsigned got = 0;
 
         cache_rd_enter(t);
-        while (got < want && steps++ < budget) {
+        while (got < want && steps++ < budget && passed < pages) {
                 if (cache_ring_used(t->cs) > CACHE_RING - 8)
                         break;
                 if (page >= al->npages) {
@@ -95,6 +143,7 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
                         uint32_t cap = d->capacity, bs = d->block_size;
                         if (blk >= cap || bs == 0 || cap > AL_BITMAP_WORDS * 64) {
                                 page += span;
+                                passed += span;
                                 blk = 0;
                                 continue;
                         }
@@ -107,9 +156,12 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
                         int v = visit(t, al_page_off(al, page) + AL_STAMP_SIZE, now, force);
                         got += v == V_EVICTED || v == V_EXPIRED;
                         page += span;
+                        passed += span;
                         blk = 0;
                 } else {
-                        page += (st == PAGE_SLAB || st == PAGE_RUN) ? span : 1;
+                        uint32_t step = (st == PAGE_SLAB || st == PAGE_RUN) ? span : 1;
+                        page += step;
+                        passed += step;
                         blk = 0;
                 }
                 if (steps % 64 == 0) {          /* never hold the epoch for long */
@@ -123,33 +175,103 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
         return got;
 }
 
+/*
+ * Empty sparse spans of any class: ones at most a quarter used. A class whose
+ * items are gone keeps its spans alive with a few stragglers (values an idle
+ * client stored once, say); evicting those gives whole spans back to the
+ * arena, so memory moves to the class that needs it, as memcached's slab
+ * rebalancer moves pages. Walks at most `pages` pages from the "any" hand.
+ */
+static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
+{
+        struct cache *k = t->k;
+        struct al_ctx *al = k->al;
+        uint64_t pos = atomic_load_explicit(&k->hdr->hand[HAND_ANY], memory_order_relaxed);
+        uint32_t page = (uint32_t)(pos >> 16), passed = 0, now = cache_now(k);
+        unsigned got = 0;
+
+        while (passed < pages && cache_ring_used(t->cs) < CACHE_RING / 2) {
+                if (page >= al->npages)
+                        page = 0;
+                const struct page_desc *d = al_desc(al, page);
+                uint32_t step = d->state == PAGE_SLAB && al_desc_sane(al, page) ? d->span : 1;
+                if (step > 1 || (d->state == PAGE_SLAB && al_desc_sane(al, page))) {
+                        const struct slab_hdr *sh = seg_ptr(k->s, al_page_off(al, page));
+                        uint32_t nfree = 0;
+                        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
+                                nfree += (uint32_t)__builtin_popcountll(
+                                        sh->local_free[w] |
+                                        atomic_load_explicit(&sh->remote_free[w], memory_order_relaxed));
+                        if (nfree < d->capacity && (d->capacity - nfree) * 4 <= d->capacity) {
+                                cache_rd_enter(t);
+                                for (uint32_t b = 0; b < d->capacity; b++) {
+                                        uint64_t off = al_page_off(al, page) + AL_SLAB_HDR +
+                                                       (uint64_t)b * d->block_size + AL_STAMP_SIZE;
+                                        int v = visit(t, off, now, true);
+                                        got += v == V_EVICTED || v == V_EXPIRED;
+                                }
+                                cache_rd_leave(t);
+                        }
+                }
+                page += step;
+                passed += step;
+        }
+        atomic_store_explicit(&k->hdr->hand[HAND_ANY], (uint64_t)page << 16, memory_order_relaxed);
+        return got;
+}
+
+/*
+ * Allocate, making room as needed: reclaim what we retired and trim emptied
+ * spans; evict from the class in CLOCK order; when that does not help (the
+ * class has no memory of its own, or a run needs contiguous pages), empty
+ * spans of any class in address order, so that freed pages lie together.
+ * Fails with -ENOMEM when a whole revolution finds nothing to evict, and with
+ * -EAGAIN when what was evicted cannot be freed because a reader (stopped,
+ * say) holds its epoch.
+ */
 int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
 {
         int cls = al_size_class(bytes);
         unsigned hand = cls < 0 ? HAND_RUN : (unsigned)cls;
-        uint32_t pages = t->k->al->npages;
+        uint32_t npages = t->k->al->npages, idle = 0;
+        uint32_t need = cls < 0 ? (uint32_t)((bytes + AL_STAMP_SIZE + AL_PAGE_SIZE - 1) /
+                                             AL_PAGE_SIZE) : al_class_span((unsigned)cls);
         int r;
 
         for (unsigned round = 0;; round++) {
                 r = al_alloc(t->heap, bytes, -1, ret_off);
                 if (r != -ENOMEM)
                         return r;
-                /* What we retired earlier may be free by now; emptied spans go back. */
-                if (cache_reclaim(t, round ? 5 : 0) + al_trim(t->heap) > 0) {
+                /*
+                 * Now and then (not on every miss: it looks at every slot),
+                 * take the spans of idle clients: memory freed into them is
+                 * free for everyone only once they are disowned.
+                 */
+                uint32_t stolen = ++t->since_steal % 64 == 1 || round == 8 ? al_steal_idle(t->heap) : 0;
+                if (cache_reclaim(t, round ? 5 : 0) + al_trim(t->heap) + stolen > 0) {
                         r = al_alloc(t->heap, bytes, -1, ret_off);
                         if (r != -ENOMEM)
                                 return r;
                 }
-                if (round >= 32)
-                        break;
-                /* Evict from the class itself, CLOCK order; then from any page. */
-                unsigned got = evict_hand(t, hand, 8, 4096, false);
-                if (got == 0 || round >= 4)
-                        got += evict_hand(t, HAND_ANY, 64, 2 * pages + 4096, round >= 8);
-                if (got == 0 && cache_ring_used(t->cs) == 0)
-                        break;          /* nothing left to evict or to wait for */
+                unsigned got = 0;
+                if (round < 4)
+                        got = evict_hand(t, hand, 8, 4096, UINT32_MAX, false);
+                got += evict_sparse(t, 2 * need + 2);
+                if (got == 0)   /* whole spans, any class, in address order */
+                        got = evict_hand(t, HAND_ANY, UINT32_MAX, UINT32_MAX, need + 1, true);
+                if (!got && round % 16 == 15)
+                        got = (unsigned)cache_adopt_orphans(t->k);
+
+                idle = got ? 0 : idle + need + 1;
+                if (idle > npages + need || round >= 4096)
+                        break;          /* a whole revolution with nothing to evict */
                 cache_reclaim(t, 10);
                 al_trim(t->heap);
+        }
+        if (cache_ring_blocked(t)) {
+                seg_set_errdetail("evicted memory is held back by a reader that does not "
+                                  "advance (stopped?); see stoa clients");
+                return -EAGAIN;
         }
         seg_set_errdetail("no memory for %zu bytes and nothing left to evict", bytes);
         return -ENOMEM;
@@ -161,8 +283,8 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
         uint32_t now = cache_now(k);
         uint64_t n = 0;
 
-        if (budget > k->hdr->nbuckets)
-                budget = k->hdr->nbuckets;
+        if (budget > k->nbuckets)
+                budget = k->nbuckets;
         uint64_t b = atomic_fetch_add(&k->hdr->sweep, budget);
         cache_rd_enter(t);
         for (uint64_t i = 0; i < budget; i++) {

@@ -39,7 +39,7 @@ int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_i
 {
         struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
-        uint32_t cap = k->hdr->intern_cap;
+        uint32_t cap = k->intern_cap;
         uint64_t h = cache_hash(UINT32_MAX, s, len), hbits = h >> IHASH_SHIFT, off = 0, word = 0;
         int r = -ENOSPC;
 
@@ -93,7 +93,7 @@ int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_i
 
 int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *ret_len)
 {
-        if (id == 0 || id > k->hdr->intern_cap)
+        if (id == 0 || id > k->intern_cap)
                 return -ENOENT;
         uint64_t e = atomic_load_explicit(&k->intern[id - 1], memory_order_acquire);
         const struct istr *is = e ? istr_at(k, e) : NULL;

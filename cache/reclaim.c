@@ -32,8 +32,11 @@ int cache_retire(struct cache_thr *t, uint64_t off)
         uint32_t h = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
 
         /* Callers leave room before they unlink (cache_store's check); never overwrite. */
-        while (h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING)
-                cache_reclaim(t, 1000);
+        for (int tries = 0; h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING &&
+                            tries < 100; tries++)
+                cache_reclaim(t, 100);
+        if (h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING)
+                return -EAGAIN;         /* only a scribbled ring gets here: the block leaks */
         cs->ring[h % CACHE_RING].off = off;
         cs->ring[h % CACHE_RING].epoch = r;
         atomic_store_explicit(&cs->rhead, h + 1, memory_order_release);
@@ -43,7 +46,7 @@ int cache_retire(struct cache_thr *t, uint64_t off)
 /* The oldest epoch a reader holds, and which slot holds it. UINT64_MAX: none. */
 static uint64_t min_epoch(struct cache *k, uint32_t *ret_slot)
 {
-        uint32_t hw = atomic_load_explicit(&k->hdr->slots_hw, memory_order_acquire);
+        uint32_t hw = cache_slots_hw(k);
         uint64_t min = UINT64_MAX;
 
         atomic_thread_fence(memory_order_seq_cst);
@@ -57,9 +60,32 @@ static uint64_t min_epoch(struct cache *k, uint32_t *ret_slot)
         return min;
 }
 
+/*
+ * Does a reader's epoch (not a view's pin) hold back retired memory, in any
+ * slot's ring? Then a failed allocation is -EAGAIN (wait for the reader),
+ * not -ENOMEM.
+ */
+bool cache_ring_blocked(struct cache_thr *t)
+{
+        uint32_t blocker = UINT32_MAX;
+        uint64_t min = min_epoch(t->k, &blocker);
+
+        for (uint32_t s = 0; s < cache_slots_hw(t->k); s++) {
+                struct cache_slot *cs = cache_slot_of(t->k, s);
+                uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_acquire);
+                uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_acquire);
+                if (head - tail > CACHE_RING)
+                        continue;
+                for (uint32_t i = tail; i != head; i++)
+                        if (cs->ring[i % CACHE_RING].off && cs->ring[i % CACHE_RING].epoch >= min)
+                                return true;
+        }
+        return false;
+}
+
 static bool views_active(struct cache *k)
 {
-        uint32_t hw = atomic_load_explicit(&k->hdr->slots_hw, memory_order_acquire);
+        uint32_t hw = cache_slots_hw(k);
 
         for (uint32_t s = 0; s < hw; s++)
                 if (atomic_load_explicit(&cache_slot_of(k, s)->nviews, memory_order_acquire))
@@ -69,7 +95,7 @@ static bool views_active(struct cache *k)
 
 bool cache_pinned(struct cache *k, uint64_t off)
 {
-        uint32_t hw = atomic_load_explicit(&k->hdr->slots_hw, memory_order_acquire);
+        uint32_t hw = cache_slots_hw(k);
 
         for (uint32_t s = 0; s < hw; s++) {
                 struct cache_slot *cs = cache_slot_of(k, s);
@@ -98,6 +124,33 @@ static void free_cell(struct cache_thr *t, struct retired *rt)
         rt->off = 0;
         al_free(t->heap, off);
         atomic_store_explicit(&cs->jfree, 0, memory_order_release);
+}
+
+/*
+ * A view can pin a cell for as long as its holder likes; sitting at the tail,
+ * it would keep the ring from advancing past the cells behind it. Pinned
+ * cells at the tail move to the head: the copy first, then the old cell is
+ * cleared, so a crash in between leaves a duplicate that recovery removes
+ * (dedup_ring), never a lost block.
+ */
+static void move_pinned(struct cache_thr *t)
+{
+        struct cache_slot *cs = t->cs;
+
+        for (int n = 0; n < 8; n++) {
+                uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
+                uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
+                struct retired *rt = &cs->ring[tail % CACHE_RING];
+                if (head - tail < CACHE_RING / 4 || head - tail >= CACHE_RING - 1 || !rt->off ||
+                    !cache_pinned(t->k, rt->off))
+                        return;
+                cs->ring[head % CACHE_RING] = *rt;
+                atomic_store_explicit(&cs->rhead, head + 1, memory_order_release);
+                rt->off = 0;
+                while (tail != head + 1 && !cs->ring[tail % CACHE_RING].off)
+                        tail++;
+                atomic_store_explicit(&cs->rtail, tail, memory_order_release);
+        }
 }
 
 static void pause_us(unsigned us)
@@ -129,6 +182,10 @@ int cache_reclaim(struct cache_thr *t, unsigned wait_ms)
                 uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
                 uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
 
+                if (head - tail > CACHE_RING) {         /* scribbled: drop rather than spin */
+                        atomic_store_explicit(&cs->rtail, head, memory_order_release);
+                        return freed;
+                }
                 for (uint32_t i = tail; i != head; i++) {
                         struct retired *rt = &cs->ring[i % CACHE_RING];
                         if (!rt->off)
@@ -145,6 +202,8 @@ int cache_reclaim(struct cache_thr *t, unsigned wait_ms)
                 while (tail != head && !cs->ring[tail % CACHE_RING].off)
                         tail++;
                 atomic_store_explicit(&cs->rtail, tail, memory_order_release);
+                if (pins)
+                        move_pinned(t);
                 if (!blocked || !wait_ms || now_ms() >= deadline)
                         return freed;
                 if (blocker != t->slot && blocker != UINT32_MAX) {
@@ -188,12 +247,40 @@ void cache_view_unpin(struct cache_thr *t, uint64_t off)
         }
 }
 
+/*
+ * Rings of slots nobody holds: a client that left while a reader held its
+ * retired blocks back left them there. Take each such slot for a moment
+ * (its lock byte), free what readers allow now, and give it back. Returns
+ * blocks freed.
+ */
+int cache_adopt_orphans(struct cache *k)
+{
+        int freed = 0;
+
+        for (uint32_t s = 0; s < cache_slots_hw(k); s++) {
+                struct cache_slot *cs = cache_slot_of(k, s);
+                uint32_t gen;
+                if (atomic_load_explicit(&slot_hdr(k->s, s)->state, memory_order_acquire) != SLOT_FREE ||
+                    !cache_ring_used(cs) || slot_claim_at(k->s, s, &gen) < 0)
+                        continue;
+                struct al_heap h;
+                al_heap_init(&h, k->al, s, gen);
+                struct cache_thr t = { .k = k, .heap = &h, .cs = cs, .slot = s, .gen = gen,
+                                       .tag = olock_tag(s, gen) };
+                cs->gen = gen;
+                freed += cache_reclaim(&t, 0);
+                al_heap_abandon(&h);
+                slot_release(k->s, s);
+        }
+        return freed;
+}
+
 /* ---- recovery of a dead slot --------------------------------------------- */
 
 static _Atomic uint64_t *entry_at(struct cache *k, uint64_t off)
 {
-        uint64_t lo = k->hdr->index_off, hi = lo + k->hdr->nbuckets * sizeof(struct bucket);
-        uint64_t ilo = k->hdr->intern_off, ihi = ilo + (uint64_t)k->hdr->intern_cap * 8;
+        uint64_t lo = k->index_off, hi = lo + k->nbuckets * sizeof(struct bucket);
+        uint64_t ilo = k->intern_off, ihi = ilo + (uint64_t)k->intern_cap * 8;
 
         if (off % 8 || !((off >= lo && off < hi) || (off >= ilo && off < ihi)))
                 return NULL;
@@ -208,8 +295,13 @@ static bool ring_has_last(const struct cache_slot *cs, uint64_t off)
                cs->ring[(h - 1) % CACHE_RING].off == off;
 }
 
-/* Decide the dead slot's journalled store. Returns the new block if it stays published. */
-static uint64_t resolve_store(struct cache_thr *t)
+/*
+ * Decide the dead slot's journalled store, without touching the allocator
+ * (whose own journal recovery must see first, or its record of the one
+ * operation in flight would be overwritten). Returns the new block if it
+ * stays published; *ret_free is set to a block that must be freed after.
+ */
+static uint64_t resolve_store(struct cache_thr *t, uint64_t *ret_free)
 {
         struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
@@ -235,12 +327,12 @@ static uint64_t resolve_store(struct cache_thr *t)
                 pub = ent_off(atomic_load(e)) == n ||
                       (ni && atomic_load_explicit(&ni->owner, memory_order_acquire));
         }
-        if (n && !pub && al_stamp(k->al, n) == cs->jstamp)
-                al_free(t->heap, n);
+        if (n && !pub)
+                *ret_free = n;
         return pub ? n : 0;
 }
 
-static uint64_t resolve_intern(struct cache_thr *t)
+static uint64_t resolve_intern(struct cache_thr *t, uint64_t *ret_free)
 {
         struct cache_slot *cs = t->cs;
         _Atomic uint64_t *e = cs->jentry ? entry_at(t->k, cs->jentry) : NULL;
@@ -250,12 +342,35 @@ static uint64_t resolve_intern(struct cache_thr *t)
                 return 0;
         if (e && ent_off(atomic_load(e)) == n)
                 return n;
-        if (al_stamp(t->k->al, n) == cs->jstamp)
-                al_free(t->heap, n);
+        *ret_free = n;
         return 0;
 }
 
-uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot)
+/* Drop the older copy of a cell duplicated by a move_pinned() cut short. */
+static void dedup_ring(struct cache_slot *cs)
+{
+        uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
+
+        if (head - tail > CACHE_RING) {         /* scribbled: keep what can be trusted */
+                atomic_store(&cs->rtail, head);
+                return;
+        }
+        for (uint32_t i = tail; i != head; i++) {
+                struct retired *a = &cs->ring[i % CACHE_RING];
+                for (uint32_t j = i + 1; a->off && j != head; j++)
+                        if (cs->ring[j % CACHE_RING].off == a->off)
+                                a->off = 0;
+        }
+}
+
+/*
+ * Phase 1 of a dead slot's recovery (before the allocator's): drop its reader
+ * state and views, settle its journalled store in the index, and say which
+ * block stays published. Phase 2 (cache_recover_finish) frees what must be.
+ */
+uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot,
+                            uint64_t *ret_free)
 {
         struct cache_slot *cs = cache_slot_of(k, slot);
         struct cache_thr t = {
@@ -264,33 +379,51 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         };
         uint64_t published = 0;
 
+        *ret_free = 0;
         atomic_store_explicit(&cs->epoch, 0, memory_order_release);
         for (unsigned v = 0; v < CACHE_VIEWS; v++)
                 atomic_store_explicit(&cs->views[v], 0, memory_order_release);
         atomic_store_explicit(&cs->nviews, 0, memory_order_release);
-
-        uint64_t jf = atomic_load_explicit(&cs->jfree, memory_order_acquire);
-        if (jf) {
-                if (al_stamp(k->al, jf) == cs->jfree_stamp) {
-                        for (unsigned i = 0; i < CACHE_RING; i++)
-                                if (cs->ring[i].off == jf)
-                                        cs->ring[i].off = 0;
-                        al_free(dead, jf);
-                }
-                atomic_store(&cs->jfree, 0);
-        }
+        dedup_ring(cs);
         switch (atomic_load_explicit(&cs->jop, memory_order_acquire)) {
         case CJ_STORE:
-                published = resolve_store(&t);
+                published = resolve_store(&t, ret_free);
                 break;
         case CJ_INTERN:
-                published = resolve_intern(&t);
+                published = resolve_intern(&t, ret_free);
                 break;
         default:
                 break;
         }
-        atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
-        /* What readers allow now; the rest waits for the slot's next owner. */
-        cache_reclaim(&t, 20);
         return published;
+}
+
+void cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub)
+{
+        struct cache_slot *cs = cache_slot_of(k, slot);
+        struct cache_thr t = {
+                .k = k, .heap = dead, .cs = cs, .slot = slot, .gen = dead->gen,
+                .tag = olock_tag(slot, dead->gen),
+        };
+
+        /* Blocks the allocator's recovery has freed already carry another stamp now. */
+        uint64_t jf = atomic_load_explicit(&cs->jfree, memory_order_acquire);
+        if (jf) {
+                for (unsigned i = 0; i < CACHE_RING; i++)
+                        if (cs->ring[i].off == jf)
+                                cs->ring[i].off = 0;
+                if (al_stamp(k->al, jf) == cs->jfree_stamp)
+                        al_free(dead, jf);
+                atomic_store(&cs->jfree, 0);
+        }
+        if (unpub && al_stamp(k->al, unpub) == cs->jstamp)
+                al_free(dead, unpub);
+        al_commit(dead);
+        atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
+        /*
+         * What readers allow now, without waiting (the slot's lock byte is
+         * held meanwhile); the rest is an orphan ring (cache_adopt_orphans).
+         */
+        cache_reclaim(&t, 0);
+        al_commit(dead);
 }

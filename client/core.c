@@ -94,9 +94,12 @@ static void core_recover(struct seg *s, uint32_t slot, void *arg)
                 al_recover_slot(&c->al, slot, c->published, c->published_arg, NULL);
                 return;
         }
+        uint64_t unpub = 0;
         if (c->cache)
-                published = cache_recover_slot(c->cache, &h, slot);
+                published = cache_recover_slot(c->cache, &h, slot, &unpub);
         al_recover_slot(&c->al, slot, published_is, &published, NULL);
+        if (c->cache)
+                cache_recover_finish(c->cache, &h, slot, unpub);
 }
 
 static int core_wrap(struct core **ret, struct seg *s)

@@ -107,8 +107,8 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                 out->free_bytes += st.a[a].free_bytes;
         }
         out->used_bytes = st.used_bytes;
-        out->index_buckets = k->hdr->nbuckets;
-        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+        out->index_buckets = k->nbuckets;
+        for (uint64_t b = 0; b < k->nbuckets; b++) {
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
@@ -120,9 +120,8 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                         bytes[ns] += it->klen + it->vlen;
                 }
         }
-        struct slot_table *tab = slots_table(s);
-        out->slots = tab->nslots;
-        for (uint32_t i = 0; i < tab->nslots; i++) {
+        out->slots = slots_count(s);
+        for (uint32_t i = 0; i < out->slots; i++) {
                 struct cache_slot *cs = cache_slot_of(k, i);
                 for (unsigned ns = 0; ns < CACHE_NS_MAX; ns++)
                         for (unsigned x = 0; x < CNT_N; x++)
@@ -172,7 +171,7 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg)
 
         if (s->forked)
                 return STOA_E_FORKED;
-        for (uint32_t i = 0; i < slots_table(s)->nslots; i++) {
+        for (uint32_t i = 0; i < slots_count(s); i++) {
                 struct slot_hdr *sh = slot_hdr(s, i);
                 if (atomic_load(&sh->state) != SLOT_LIVE)
                         continue;
@@ -250,7 +249,7 @@ static void check_index(struct checker *ck)
 {
         struct cache *k = ck->k;
 
-        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+        for (uint64_t b = 0; b < k->nbuckets; b++) {
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
                         if (!e)
@@ -289,7 +288,7 @@ static void check_dups(struct checker *ck)
 {
         struct cache *k = ck->k;
 
-        for (uint64_t b = 0; b < k->hdr->nbuckets; b++) {
+        for (uint64_t b = 0; b < k->nbuckets; b++) {
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL, *found;
@@ -310,7 +309,7 @@ static void check_slots(struct checker *ck)
         struct cache *k = ck->k;
         struct seg *s = k->s;
 
-        for (uint32_t i = 0; i < slots_table(s)->nslots; i++) {
+        for (uint32_t i = 0; i < slots_count(s); i++) {
                 struct cache_slot *cs = cache_slot_of(k, i);
                 uint32_t head = atomic_load(&cs->rhead), tail = atomic_load(&cs->rtail);
                 if (head - tail > CACHE_RING) {
@@ -327,10 +326,15 @@ static void check_slots(struct checker *ck)
                 }
                 if (atomic_load(&cs->jop) != CJ_NONE && cs->jnew)
                         oset_add(&ck->known, cs->jnew);
+                /* Just allocated, not yet journalled by the cache: in flight too. */
+                const struct al_slot *as = slot_ext(s, i);
+                uint64_t op = atomic_load(&as->j.op);
+                if (op == J_ALLOC || op == J_RUN_ALLOC)
+                        oset_add(&ck->known, as->j.off);
                 if (cs->jfree)
                         oset_add(&ck->known, cs->jfree);
         }
-        for (uint32_t i = 0; i < k->hdr->intern_cap; i++) {
+        for (uint32_t i = 0; i < k->intern_cap; i++) {
                 uint64_t e = atomic_load(&k->intern[i]);
                 if (e)
                         oset_add(&ck->known, ent_off(e));
@@ -406,8 +410,22 @@ STOA_API int stoa_sweep(struct stoa *c)
         if (r < 0)
                 return r;
         int dead = slots_sweep(core->seg);
-        uint64_t expired = cache_expire_sweep(t, t->k->hdr->nbuckets);
+        /* A slot another process is recovering right now: let it finish (bounded). */
+        for (int tries = 0; tries < 50; tries++) {
+                bool pending = false;
+                for (uint32_t i = 0; i < slots_count(core->seg) && !pending; i++)
+                        pending = atomic_load(&slot_hdr(core->seg, i)->state) == SLOT_LIVE &&
+                                  slot_is_alive(core->seg, i) == 0;
+                if (!pending)
+                        break;
+                struct timespec ts = { 0, 2 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+                int more = slots_sweep(core->seg);
+                dead += more > 0 ? more : 0;
+        }
+        uint64_t expired = cache_expire_sweep(t, t->k->nbuckets);
         cache_reclaim(t, 100);
+        cache_adopt_orphans(t->k);
         al_trim(t->heap);
         return (dead > 0 ? dead : 0) + (int)(expired > INT32_MAX ? INT32_MAX : expired);
 }

@@ -74,6 +74,8 @@ static void tstate_leave(struct tstate *ts)
         ts->st.expired += ts->t.cnt_expired;
         stats_add(&h->gone, &ts->st);
         pthread_mutex_unlock(&h->mu);
+        if (!h->core->seg->forked)
+                cache_reclaim(&ts->t, 20);      /* what remains, an orphan pass frees */
         core_thread_leave(&ts->ct);
         ts->dead = true;
 }
@@ -282,8 +284,11 @@ struct rd {
         uint32_t expire;
 };
 
-/* Copy a key's value out. 0, -ENOENT, -ENOBUFS (rd->vlen set). */
-static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *rd)
+/*
+ * Copy a key's value out. 0, -ENOENT, -ENOBUFS (rd->vlen set). `count`: a
+ * get of the caller's (incr, ttl and touch read too, but are not gets).
+ */
+static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *rd, bool count)
 {
         struct cache_thr *t = &ts->t;
         uint64_t hash = cache_hash(ts->h->ns, key, klen);
@@ -311,6 +316,8 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
                 expire_key(ts, key, klen);
                 r = -ENOENT;
         }
+        if (!count)
+                return r;
         bump(&ts->st.gets);
         if (r == -ENOENT) {
                 bump(&ts->st.misses);
@@ -331,7 +338,7 @@ STOA_API int stoa_gets(struct stoa *c, const void *key, size_t klen, void *buf, 
 
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        r = read_key(ts, key, klen, &rd);
+        r = read_key(ts, key, klen, &rd, true);
         if (r == 0 || r == -ENOBUFS) {
                 if (ret_vlen)
                         *ret_vlen = rd.vlen;
@@ -354,6 +361,8 @@ static int write_key(struct stoa *c, struct cache_wr *w, uint32_t ttl_s)
         struct tstate *ts;
         int r;
 
+        if (!c)
+                return -EINVAL;
         if ((r = check_key(w->key, w->klen)) < 0 || (r = check_val(c, w->val, w->vlen)) < 0 ||
             (r = thr(c, &ts)) < 0)
                 return r;
@@ -453,7 +462,7 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
         for (;;) {
                 struct rd rd = { .buf = cur, .cap = sizeof(cur) };
                 int64_t v = 0, nv;
-                r = read_key(ts, key, klen, &rd);
+                r = read_key(ts, key, klen, &rd, false);
                 if (r == -ENOBUFS)
                         return -EDOM;   /* far too long to be an integer */
                 if (r < 0 && r != -ENOENT)
@@ -495,7 +504,7 @@ STOA_API int stoa_ttl(struct stoa *c, const void *key, size_t klen, uint32_t *re
                 return -EINVAL;
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        r = read_key(ts, key, klen, &rd);
+        r = read_key(ts, key, klen, &rd, false);
         if (r < 0 && r != -ENOBUFS)
                 return r;
         if (!rd.expire) {
@@ -516,14 +525,14 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
                 return r;
         for (;;) {
                 struct rd rd = { 0 };
-                r = read_key(ts, key, klen, &rd);
+                r = read_key(ts, key, klen, &rd, false);
                 if (r < 0 && r != -ENOBUFS)
                         return r;
                 rd.cap = rd.vlen;
                 rd.buf = malloc(rd.vlen ? rd.vlen : 1);
                 if (!rd.buf)
                         return -ENOMEM;
-                r = read_key(ts, key, klen, &rd);
+                r = read_key(ts, key, klen, &rd, false);
                 if (r == 0) {
                         struct cache_wr w = { .ns = c->ns, .key = key, .klen = klen,
                                               .val = rd.buf, .vlen = rd.vlen, .mode = CM_CAS,
@@ -534,6 +543,8 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
                 free(rd.buf);
                 if (r == -ESTALE || r == -ENOBUFS)
                         continue;       /* changed between the reads or the write: again */
+                if (r == 0)
+                        bump(&ts->st.sets);
                 return r;
         }
 }
@@ -599,7 +610,8 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 if (it->vlen > q[i].cap || (!q[i].buf && it->vlen)) {
                                         q[i].err = -ENOBUFS;
                                 } else {
-                                        memcpy(q[i].buf, it->data + it->klen, it->vlen);
+                                        if (it->vlen)
+                                                memcpy(q[i].buf, it->data + it->klen, it->vlen);
                                         hits++;
                                 }
                                 cache_touch_freq(it);
@@ -644,8 +656,11 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
                 }
         }
         cache_rd_leave(&ts->t);    /* the pin, not the epoch, keeps the item now */
-        bump(&ts->st.gets);
-        bump(r == -ENOENT ? &ts->st.misses : &ts->st.hits);
+        if (r == 0 || r == -ENOENT) {
+                bump(&ts->st.gets);
+                bump(r == -ENOENT ? &ts->st.misses : &ts->st.hits);
+                cache_count(&ts->t, c->ns, r == -ENOENT ? CNT_MISSES : CNT_HITS);
+        }
         return r;
 }
 
@@ -685,11 +700,11 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
                 return -ENOMEM;
         }
         /* 64 buckets at a time: copy the matching keys out, leave, then call fn. */
-        for (uint64_t b = 0; b < k->hdr->nbuckets && r == 0; b += 64) {
+        for (uint64_t b = 0; b < k->nbuckets && r == 0; b += 64) {
                 size_t nf = 0, used = 0;
                 uint32_t now = cache_now(k);
                 cache_rd_enter(&ts->t);
-                for (uint64_t i = b; i < b + 64 && i < k->hdr->nbuckets; i++) {
+                for (uint64_t i = b; i < b + 64 && i < k->nbuckets; i++) {
                         for (unsigned w = 0; w < CACHE_WAYS; w++) {
                                 uint64_t e = atomic_load_explicit(&k->index[i].e[w],
                                                                   memory_order_acquire);

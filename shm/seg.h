@@ -147,6 +147,8 @@ struct seg {
         uint32_t nheld_words;
         struct seg *next_open;          /* list of open segments, for atfork */
         void *owner;                    /* the upper layer's handle (for hooks) */
+        uint8_t *slot0;                 /* slots_attach(): first slot header, and */
+        uint32_t slot_stride, nslots;   /* process-local copies of the checked table */
 };
 
 enum {

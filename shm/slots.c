@@ -36,11 +36,18 @@ struct slot_table *slots_table(const struct seg *s)
         return r ? seg_ptr(s, r->off) : NULL;
 }
 
+/* From the copies slots_attach() checked: scribbled memory cannot move a slot. */
 struct slot_hdr *slot_hdr(const struct seg *s, uint32_t slot)
 {
+        if (s->slot0)
+                return (struct slot_hdr *)(s->slot0 + (uint64_t)slot * s->slot_stride);
         struct slot_table *t = slots_table(s);
-
         return (struct slot_hdr *)((uint8_t *)(t + 1) + (uint64_t)slot * t->stride);
+}
+
+uint32_t slots_count(const struct seg *s)
+{
+        return s->nslots;
 }
 
 void *slot_ext(const struct seg *s, uint32_t slot)
@@ -70,6 +77,9 @@ int slots_attach(struct seg *s)
                 seg_set_errdetail("slot table is corrupt");
                 return STOA_E_CORRUPT;
         }
+        s->slot0 = (uint8_t *)(t + 1);
+        s->slot_stride = t->stride;
+        s->nslots = t->nslots;
         pthread_mutex_lock(&s->slot_mu);
         if (!s->held_slots) {
                 s->nheld_words = (t->nslots + 63) / 64;
@@ -119,41 +129,60 @@ static void recover_if_dead_locked(struct seg *s, uint32_t slot)
         atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
 }
 
-int slot_claim(struct seg *s, uint32_t *ret_slot, uint32_t *ret_gen)
+/* Try to take slot i (slot_mu held, released on return). 0, -EAGAIN (held), <0. */
+static int claim_index(struct seg *s, uint32_t i, uint32_t *ret_gen)
 {
-        struct slot_table *t = slots_table(s);
         int r;
 
+        if (held_locally(s, i)) {
+                pthread_mutex_unlock(&s->slot_mu);
+                return -EAGAIN;
+        }
+        r = seg_lock_try(s, SEG_LOCK_SLOT_BASE + i);
+        if (r < 0) {
+                pthread_mutex_unlock(&s->slot_mu);
+                return r;
+        }
+        s->held_slots[i / 64] |= 1ull << (i % 64);
+        pthread_mutex_unlock(&s->slot_mu);
+
+        struct slot_hdr *h = slot_hdr(s, i);
+        recover_if_dead_locked(s, i);
+        identify(h);
+        *ret_gen = atomic_fetch_add_explicit(&h->gen, 1, memory_order_relaxed) + 1;
+        atomic_store_explicit(&h->state, SLOT_LIVE, memory_order_release);
+        return 0;
+}
+
+int slot_claim(struct seg *s, uint32_t *ret_slot, uint32_t *ret_gen)
+{
         if (s->forked)
                 return STOA_E_FORKED;
         if (s->readonly)
                 return -EROFS;
-        pthread_mutex_lock(&s->slot_mu);
-        for (uint32_t i = 0; i < t->nslots; i++) {
-                if (held_locally(s, i))
-                        continue;
-                r = seg_lock_try(s, SEG_LOCK_SLOT_BASE + i);
+        for (uint32_t i = 0; i < s->nslots; i++) {
+                pthread_mutex_lock(&s->slot_mu);
+                int r = claim_index(s, i, ret_gen);
                 if (r == -EAGAIN)
                         continue;
-                if (r < 0) {
-                        pthread_mutex_unlock(&s->slot_mu);
-                        return r;
-                }
-                s->held_slots[i / 64] |= 1ull << (i % 64);
-                pthread_mutex_unlock(&s->slot_mu);
-
-                struct slot_hdr *h = slot_hdr(s, i);
-                recover_if_dead_locked(s, i);
-                identify(h);
-                uint32_t gen = atomic_fetch_add_explicit(&h->gen, 1, memory_order_relaxed) + 1;
-                atomic_store_explicit(&h->state, SLOT_LIVE, memory_order_release);
-                *ret_slot = i;
-                *ret_gen = gen;
-                return 0;
+                if (r == 0)
+                        *ret_slot = i;
+                return r;
         }
-        pthread_mutex_unlock(&s->slot_mu);
-        seg_set_errdetail("all %u slots of the segment are held by live clients", t->nslots);
+        seg_set_errdetail("all %u slots of the segment are held by live clients", s->nslots);
         return STOA_E_NOSLOT;
+}
+
+int slot_claim_at(struct seg *s, uint32_t slot, uint32_t *ret_gen)
+{
+        if (s->forked)
+                return STOA_E_FORKED;
+        if (s->readonly)
+                return -EROFS;
+        if (slot >= s->nslots)
+                return -EINVAL;
+        pthread_mutex_lock(&s->slot_mu);
+        return claim_index(s, slot, ret_gen);
 }
 
 void slot_release(struct seg *s, uint32_t slot)
@@ -193,11 +222,10 @@ int slot_is_alive(struct seg *s, uint32_t slot)
 
 int slot_is_dead(struct seg *s, uint32_t slot, uint32_t gen)
 {
-        struct slot_table *t = slots_table(s);
         struct slot_hdr *h;
         int r;
 
-        if (slot >= t->nslots)
+        if (slot >= s->nslots)
                 return 1;
         h = slot_hdr(s, slot);
         if (atomic_load_explicit(&h->gen, memory_order_acquire) != gen)
@@ -247,10 +275,9 @@ int slot_recover_dead(struct seg *s, uint32_t slot)
 
 int slots_sweep(struct seg *s)
 {
-        struct slot_table *t = slots_table(s);
         int n = 0;
 
-        for (uint32_t i = 0; i < t->nslots; i++) {
+        for (uint32_t i = 0; i < s->nslots; i++) {
                 int r = slot_recover_dead(s, i);
                 if (r < 0)
                         return r;

@@ -60,6 +60,7 @@ void slots_init(struct seg *s, uint32_t nslots, uint32_t ext_size);
 int slots_attach(struct seg *s);
 
 struct slot_table *slots_table(const struct seg *s);
+uint32_t slots_count(const struct seg *s);     /* after slots_attach() */
 struct slot_hdr *slot_hdr(const struct seg *s, uint32_t slot);
 void *slot_ext(const struct seg *s, uint32_t slot);
 
@@ -67,6 +68,8 @@ void *slot_ext(const struct seg *s, uint32_t slot);
 void slots_set_recover_hook(slot_recover_fn fn, void *arg);
 
 int slot_claim(struct seg *s, uint32_t *ret_slot, uint32_t *ret_gen);
+/* Claim one given slot if no live process holds it: 0, -EAGAIN if held. */
+int slot_claim_at(struct seg *s, uint32_t slot, uint32_t *ret_gen);
 void slot_release(struct seg *s, uint32_t slot);
 
 /* 1 if the owner that held `slot` at generation `gen` is gone, 0 if alive, <0 error. */

@@ -81,7 +81,9 @@ struct stoa_options {           /* callers use designated initializers */
  *
  * Errors: -EINVAL (NULL ret or name, unknown flags), -ENOENT (NOCREATE and
  * no such segment), -EACCES, -E2BIG (more than STOA_NS_MAX namespaces),
- * STOA_E_* when the file is not a usable segment.
+ * -ENOSPC (size too small for the slot table and index: at least 16 MiB
+ * with the default 256 slots), STOA_E_* when the file is not a usable
+ * segment.
  */
 STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_options *opts);
 
@@ -308,8 +310,9 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg);
  * whose key hashes to that bucket, no key twice), allocator accounting
  * balances, no block is both free and in use, no offset dangles, every
  * allocated block is reachable or accounted for (retired, viewed, in
- * flight). Each problem is passed to report (may be NULL). Returns the
- * number of problems (0 = consistent) or a negative error. Exact on a quiet
+ * flight). The first 1000 problems are passed to report (may be NULL), one
+ * sentence each. Returns the number of problems (0 = consistent) or a
+ * negative error. Exact on a quiet
  * segment; with writers running, transient differences are re-checked.
  */
 typedef void (*stoa_report_fn)(const char *msg, void *arg);
