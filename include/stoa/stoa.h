@@ -110,12 +110,17 @@ STOA_API int stoa_set(struct stoa *c, const void *key, size_t klen, const void *
  *
  * On 0, *ret_vlen (if not NULL) holds the value's length. If cap is smaller
  * than the value, returns -ENOBUFS with *ret_vlen set and buf untouched.
- * Errors: -ENOENT (absent or expired), -EINVAL, -ENOBUFS.
+ * Errors: -ENOENT (absent or expired), -EINVAL, -ENOBUFS, -E2BIG (key over
+ * STOA_KEY_MAX: it cannot be there).
  */
 STOA_API int stoa_get(struct stoa *c, const void *key, size_t klen, void *buf, size_t cap,
                       size_t *ret_vlen);
 
-/* stoa_del() - remove a key. -ENOENT if it was absent or expired. */
+/*
+ * stoa_del() - remove a key. -ENOENT if it was absent or expired; -EAGAIN if
+ * a stopped reader holds back so much retired memory that nothing more can be
+ * retired (as stoa_set()).
+ */
 STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen);
 
 /* ---- conditional writes and versions ---- */
@@ -141,8 +146,9 @@ STOA_API int stoa_gets(struct stoa *c, const void *key, size_t klen, void *buf, 
  * stoa_cas() - set only if the key's current version is `version`
  *
  * Returns -ESTALE if the key holds another version (another writer came
- * first), -ENOENT if it is absent. On 0, *ret_version (if not NULL) is the
- * new version.
+ * first), -ENOENT if it is absent, and the errors of stoa_set() (the new
+ * value is built before the comparison, so a full cache may say -ENOMEM).
+ * On 0, *ret_version (if not NULL) is the new version.
  */
 STOA_API int stoa_cas(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
                       uint32_t ttl_s, uint64_t version, uint64_t *ret_version);
@@ -263,7 +269,11 @@ struct stoa_stats {
 };
 STOA_API void stoa_stats_get(struct stoa *c, struct stoa_stats *out);
 
-/* Segment-wide figures, for tools (stoa stat) and for monitoring. */
+/*
+ * Segment-wide figures, for tools (stoa stat) and for monitoring. stoa_info(),
+ * stoa_clients() and stoa_check() only read: they take no client slot, so they
+ * work on a segment whose slots are all in use.
+ */
 struct stoa_ns_info {
         char name[64];
         uint64_t items, bytes;          /* live items and their value+key bytes */
