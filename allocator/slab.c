@@ -14,9 +14,12 @@
 #include "stoa/stoa.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <numa.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define ALL_WORDS ((1ull << AL_BITMAP_WORDS) - 1)      /* remote_summary, every word */
 
@@ -86,8 +89,13 @@ static void op_begin(struct al_heap *h)
         struct al_slot *as = h->as;
 
         for (;;) {
+                /*
+                 * The asymmetric half of a Dekker pair: only a compiler barrier
+                 * here; the thief pays with membarrier(GLOBAL), which puts a
+                 * full barrier on every CPU between its CAS and its read of busy.
+                 */
                 atomic_store_explicit(&as->busy, 1, memory_order_relaxed);
-                atomic_thread_fence(memory_order_seq_cst);
+                atomic_signal_fence(memory_order_seq_cst);
                 uint64_t thief = atomic_load_explicit(&as->steal, memory_order_acquire);
                 if (!thief)
                         return;
@@ -823,10 +831,12 @@ static void lists_disown(struct al_heap *thief, struct al_slot *as, uint32_t slo
 uint32_t al_steal_idle(struct al_heap *h)
 {
         struct al_ctx *c = h->ctx;
-        uint32_t before = 0, after = 0;
+        uint32_t before = 0, after = 0, n = 0;
+        uint64_t mine = olock_tag(h->slot, h->gen);
 
         for (unsigned ai = 0; ai < c->narenas; ai++)
                 before += __atomic_load_n(&c->arena[ai]->free_pages, __ATOMIC_RELAXED);
+        /* Mark every idle-looking slot, then one barrier on every CPU, then look again. */
         for (uint32_t s = 0; s < slots_count(c->s); s++) {
                 struct al_slot *as = slot_ext(c->s, s);
                 uint64_t zero = 0;
@@ -834,10 +844,17 @@ uint32_t al_steal_idle(struct al_heap *h)
                                                          memory_order_acquire) != SLOT_LIVE ||
                     atomic_load_explicit(&as->busy, memory_order_relaxed))
                         continue;
-                if (!atomic_compare_exchange_strong(&as->steal, &zero, olock_tag(h->slot, h->gen)))
+                n += atomic_compare_exchange_strong(&as->steal, &zero, mine);
+        }
+        if (!n)
+                return 0;
+        bool fenced = syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0;
+        for (uint32_t s = 0; s < slots_count(c->s); s++) {
+                struct al_slot *as = slot_ext(c->s, s);
+                if (atomic_load_explicit(&as->steal, memory_order_acquire) != mine)
                         continue;
-                atomic_thread_fence(memory_order_seq_cst);
-                if (!atomic_load_explicit(&as->busy, memory_order_seq_cst))
+                /* Without the barrier (seccomp may forbid it) nothing is taken. */
+                if (fenced && !atomic_load_explicit(&as->busy, memory_order_seq_cst))
                         lists_disown(h, as, s);
                 atomic_store_explicit(&as->steal, 0, memory_order_release);
         }

@@ -183,6 +183,7 @@ struct cache_thr {
         uint64_t tag;                   /* olock_tag(slot, gen) */
         uint32_t since_reclaim;
         uint32_t since_steal;           /* allocations that found memory short */
+        uint64_t last_steal_ms;
         uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
 };
 

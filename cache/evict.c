@@ -17,6 +17,15 @@
 #include "cache/cache.h"
 
 #include <errno.h>
+#include <time.h>
+
+static uint64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /*
  * The ghost: keys evicted lately, as 32-bit fingerprints stamped with the
@@ -247,7 +256,15 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                  * take the spans of idle clients: memory freed into them is
                  * free for everyone only once they are disowned.
                  */
-                uint32_t stolen = ++t->since_steal % 64 == 1 || round == 8 ? al_steal_idle(t->heap) : 0;
+                uint32_t stolen = 0;
+                if (++t->since_steal >= 64 || round == 8) {
+                        uint64_t now = now_ms();
+                        if (now - t->last_steal_ms >= 100) {    /* it costs a membarrier */
+                                t->last_steal_ms = now;
+                                t->since_steal = 0;
+                                stolen = al_steal_idle(t->heap);
+                        }
+                }
                 if (cache_reclaim(t, round ? 5 : 0) + al_trim(t->heap) + stolen > 0) {
                         r = al_alloc(t->heap, bytes, -1, ret_off);
                         if (r != -ENOMEM)

@@ -426,6 +426,13 @@ STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen)
         return r;
 }
 
+/*
+ * Read-modify-write calls retry when another writer came first. Thousands of
+ * losses in a row do not happen between live writers on one key; they mean a
+ * damaged index (two entries for one key): give up rather than spin.
+ */
+#define RMW_TRIES 1000u
+
 /* Parse a whole buffer as a signed decimal int64. */
 static int parse_i64(const char *s, size_t n, int64_t *ret)
 {
@@ -459,8 +466,10 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
 
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        for (;;) {
+        for (unsigned tries = 0;; tries++) {
                 struct rd rd = { .buf = cur, .cap = sizeof(cur) };
+                if (tries >= RMW_TRIES)
+                        return -EAGAIN;
                 int64_t v = 0, nv;
                 r = read_key(ts, key, klen, &rd, false);
                 if (r == -ENOBUFS)
@@ -523,8 +532,10 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
 
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        for (;;) {
+        for (unsigned tries = 0;; tries++) {
                 struct rd rd = { 0 };
+                if (tries >= RMW_TRIES)
+                        return -EAGAIN;
                 r = read_key(ts, key, klen, &rd, false);
                 if (r < 0 && r != -ENOBUFS)
                         return r;

@@ -160,7 +160,8 @@ STOA_API int stoa_cas(struct stoa *c, const void *key, size_t klen, const void *
  * keep counters. An absent key counts as 0 and is created with ttl_s; an
  * existing key keeps its expiry. On 0, *ret_value (if not NULL) is the
  * result. Errors: -EDOM (the value is not a decimal integer), -ERANGE (the
- * result overflows int64_t), and those of stoa_set().
+ * result overflows int64_t), -EAGAIN (lost the race to other writers 1000
+ * times in a row: only a damaged segment does that), and those of stoa_set().
  */
 STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t delta, uint32_t ttl_s,
                        int64_t *ret_value);
