@@ -468,6 +468,8 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                 if (cache_ring_used(cs) > CACHE_RING - 8)
                         return -EAGAIN;
         }
+        /* Start loading the key's bucket; the allocation and the copy overlap the miss. */
+        __builtin_prefetch(&k->index[hash & k->mask], 1);
         r = cache_alloc(t, bytes, &noff);
         if (r < 0)
                 return r;
