@@ -336,6 +336,30 @@ STOA_API int stoa_check(struct stoa *c, stoa_report_fn report, void *arg);
  */
 STOA_API int stoa_sweep(struct stoa *c);
 
+/*
+ * Caveats
+ *
+ * - fork(): a handle does not survive it. The child gets STOA_E_FORKED from
+ *   every call and must stoa_open() its own; the parent's handle is unaffected.
+ * - Views: a stoa_view's bytes stay valid only until stoa_view_release(), which
+ *   must come from the thread that took the view; never write through val.
+ *   A thread holds at most STOA_VIEWS_MAX. A view keeps one item's memory from
+ *   being freed; many long-held views in a small segment can leave nothing to
+ *   evict (-ENOMEM).
+ * - Threads: each thread that uses a handle holds one of the segment's client
+ *   slots (256 by default) until it exits or the handle is closed. Close a
+ *   handle only when no thread is inside a call on it.
+ * - A full segment evicts; a write fails with -ENOMEM only when nothing at all
+ *   can be evicted, and with -EAGAIN when the memory it would reuse is held
+ *   back by a reader that does not advance (a stopped process: `stoa clients`
+ *   shows its epoch lagging). Retry -EAGAIN later.
+ * - Keys are compared as bytes; a key lives in the namespace of the handle it
+ *   was written through. Values up to the heap's size are accepted, but a
+ *   value larger than a few MiB in a small segment may evict most others.
+ * - A segment file scribbled on by another process gives errors or wrong
+ *   values, not crashes; `stoa check` (stoa_check()) reports the damage.
+ */
+
 #ifdef __cplusplus
 }
 #endif
