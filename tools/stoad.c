@@ -109,10 +109,15 @@ int main(int argc, char **argv)
                 if (tick % 10 || stoa_info(c, &info) < 0)
                         continue;
                 uint64_t h = info.hits - last_hits, m = info.misses - last_misses;
-                fprintf(stderr, "stoad: %llu items, %llu MiB used, hit ratio %.3f, "
+                char ratio[32];
+                if (h + m)
+                        snprintf(ratio, sizeof(ratio), "%.3f", (double)h / (double)(h + m));
+                else
+                        snprintf(ratio, sizeof(ratio), "- (no lookups)");
+                fprintf(stderr, "stoad: %llu items, %llu MiB used, hit ratio %s, "
                         "%llu evictions, %llu expired, %u clients%s\n",
                         (unsigned long long)info.items, (unsigned long long)(info.used_bytes >> 20),
-                        h + m ? (double)h / (double)(h + m) : 0.0,
+                        ratio,
                         (unsigned long long)info.evictions, (unsigned long long)info.expired,
                         info.clients, info.dead_clients ? " (some dead)" : "");
                 last_hits = info.hits;
