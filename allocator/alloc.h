@@ -198,6 +198,18 @@ static inline struct page_desc *al_desc(const struct al_ctx *c, uint32_t page)
 {
         return &c->desc[page];
 }
+
+/*
+ * A descriptor's class as an array index: read once, and never out of range
+ * even if another process scribbles on the descriptor between our check and
+ * our use (a wrong class then gives wrong counts, which al_check reports).
+ */
+static inline unsigned al_cls_of(const struct page_desc *d)
+{
+        unsigned cls = __atomic_load_n(&d->cls, __ATOMIC_RELAXED);
+
+        return cls < AL_NCLASSES ? cls : AL_NCLASSES - 1;
+}
 uint64_t al_page_off(const struct al_ctx *c, uint32_t page);
 /*
  * Does the descriptor of head page `page` agree with itself and the class

@@ -164,15 +164,18 @@ bool al_desc_sane(const struct al_ctx *c, uint32_t page)
         if (page >= c->npages)
                 return false;
         const struct page_desc *d = al_desc(c, page);
-        unsigned a = d->arena;
+        unsigned a = __atomic_load_n(&d->arena, __ATOMIC_RELAXED);
         if (a >= c->narenas || page - c->pfirst[a] >= c->pcount[a] || d->span == 0 ||
             d->span > c->pfirst[a] + c->pcount[a] - page)
                 return false;
-        if (d->state == PAGE_RUN)
+        /* Each field read once: another process may be writing them as we look. */
+        uint8_t state = __atomic_load_n(&d->state, __ATOMIC_RELAXED);
+        unsigned cls = __atomic_load_n(&d->cls, __ATOMIC_RELAXED);
+        if (state == PAGE_RUN)
                 return true;
-        return d->state == PAGE_SLAB && d->cls < al_nclasses &&
-               d->span == al_class_span(d->cls) && d->capacity == al_class_capacity(d->cls) &&
-               d->block_size == al_class_size[d->cls];
+        return state == PAGE_SLAB && cls < al_nclasses &&
+               d->span == al_class_span(cls) && d->capacity == al_class_capacity(cls) &&
+               d->block_size == al_class_size[cls];
 }
 
 uint32_t al_page_of(const struct al_ctx *c, uint64_t off)
@@ -293,17 +296,17 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                         bm[p / 64] |= 1ull << (p % 64);
                         break;
                 case PAGE_SLAB:
-                        a->slab_pages[d->cls] += d->span;
+                        a->slab_pages[al_cls_of(d)] += d->span;
                         d->full = 0;
                         if (d->owner == 0 && span_has_free(c, c->pfirst[ai] + p)) {
                                 /* abandoned, or disowned with frees: relink */
                                 uint32_t idx = c->pfirst[ai] + p;
                                 d->full = 1;
                                 d->prev = 0;
-                                d->next = a->abandoned[d->cls];
+                                d->next = a->abandoned[al_cls_of(d)];
                                 if (d->next)
                                         c->desc[d->next - 1].prev = idx + 1;
-                                a->abandoned[d->cls] = idx + 1;
+                                a->abandoned[al_cls_of(d)] = idx + 1;
                         }
                         used += d->span;
                         break;

@@ -277,7 +277,7 @@ static void span_release(struct al_heap *h, uint32_t page)
 {
         struct al_ctx *c = h->ctx;
         struct page_desc *d = al_desc(c, page);
-        unsigned ai = d->arena, cls = d->cls;
+        unsigned ai = d->arena, cls = al_cls_of(d);
         uint32_t span = d->span;
 
         if (al_arena_lock(h, ai) < 0)
@@ -306,7 +306,7 @@ static void disown_locked(struct al_ctx *c, unsigned ai, uint32_t page)
         atomic_thread_fence(memory_order_seq_cst);
         d->full = 0;
         if (d->nfree > 0 || atomic_load_explicit(&sh->remote_summary, memory_order_seq_cst)) {
-                list_push(c, &c->arena[ai]->abandoned[d->cls], page);
+                list_push(c, &c->arena[ai]->abandoned[al_cls_of(d)], page);
                 d->full = 1;
         }
 }
@@ -333,7 +333,7 @@ static void list_if_disowned(struct al_heap *h, uint32_t page)
         if (al_arena_lock(h, ai) < 0)
                 return;
         if (d->state == PAGE_SLAB && d->owner == 0 && !d->full) {
-                list_push(c, &c->arena[ai]->abandoned[d->cls], page);
+                list_push(c, &c->arena[ai]->abandoned[al_cls_of(d)], page);
                 d->full = 1;
         }
         al_arena_unlock(h, ai);
@@ -660,7 +660,7 @@ static int free_op(struct al_heap *h, uint64_t off)
         struct page_desc *d = al_desc(c, page);
         struct slab_hdr *sh = span_hdr(c, page);
         uint64_t mask = 1ull << (idx % 64);
-        unsigned ai = d->arena, cls = d->cls;
+        unsigned ai = d->arena, cls = al_cls_of(d);
 
         if (stamp == AL_STAMP_FREE ||
             (atomic_load_explicit(&sh->remote_free[idx / 64], memory_order_relaxed) & mask)) {
@@ -746,7 +746,7 @@ static void abandon_all(struct al_heap *h, uint32_t slot, struct al_recovery *re
                         d->full = 0;
                         d->cursor = 0;
                         if (d->nfree == d->capacity) {
-                                a->slab_pages[d->cls] -= d->span;
+                                a->slab_pages[al_cls_of(d)] -= d->span;
                                 al_pages_give(c, ai, p, d->span);
                                 if (rec)
                                         rec->pages_freed++;
@@ -817,7 +817,7 @@ static void lists_disown(struct al_heap *thief, struct al_slot *as, uint32_t slo
                                 drain(c, p, span_hdr(c, p));
                                 d->nfree = count_local_free(span_hdr(c, p));
                                 if (d->nfree == d->capacity) {
-                                        a->slab_pages[d->cls] -= d->span;
+                                        a->slab_pages[al_cls_of(d)] -= d->span;
                                         al_pages_give(c, ai, p, d->span);
                                 } else {
                                         disown_locked(c, ai, p);
@@ -921,7 +921,7 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
                         *count = as->j.count + 1;
                         if (published && published(off, arg))
                                 return 2;
-                        as->c.frees[d->arena][d->cls]++;
+                        as->c.frees[d->arena][al_cls_of(d)]++;
                         if (remote_free(sh, idx) == 0)
                                 list_if_disowned(h, page);
                         return 1;
@@ -963,7 +963,7 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
         *stamp_at(c, off - AL_STAMP_SIZE) = AL_STAMP_FREE;
         sh->local_free[idx / 64] |= mask;
         if (op == J_ALLOC)
-                as->c.frees[d->arena][d->cls]++;        /* a free of its own; J_FREE's is counted */
+                as->c.frees[d->arena][al_cls_of(d)]++;        /* a free of its own; J_FREE's is counted */
         return 1;
 }
 

@@ -59,9 +59,10 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
         const struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, p));
         uint64_t base = al_page_off(c, p) + AL_SLAB_HDR;
 
-        if (d->cls >= al_nclasses || d->block_size != al_class_size[d->cls] ||
-            d->capacity != al_class_capacity(d->cls) || d->span != al_class_span(d->cls)) {
-                report(arg, "page %u: slab descriptor disagrees with class %u", p, d->cls);
+        unsigned cls = __atomic_load_n(&d->cls, __ATOMIC_RELAXED);
+        if (cls >= al_nclasses || d->block_size != al_class_size[cls] ||
+            d->capacity != al_class_capacity(cls) || d->span != al_class_span(cls)) {
+                report(arg, "page %u: slab descriptor disagrees with class %u", p, cls);
                 r->problems++;
                 return;
         }
@@ -93,7 +94,7 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
                         nfree++;
                 } else {
                         r->blocks_used++;
-                        live_by_class[d->cls]++;
+                        live_by_class[al_cls_of(d)]++;
                         if (stamp == AL_STAMP_FREE) {
                                 report(arg, "page %u block %u: in use but stamped free", p, i);
                                 r->problems++;
@@ -166,7 +167,7 @@ int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_r
                                 }
                                 r.pages_slab += d->span;
                                 if (d->cls < AL_NCLASSES)
-                                        slab[d->cls] += d->span;
+                                        slab[al_cls_of(d)] += d->span;
                                 check_span(c, p, report, arg, &r, live[ai]);
                                 break;
                         case PAGE_RUN:
