@@ -308,6 +308,24 @@ static int claim(struct cache_thr *t, struct item *it)
         return atomic_compare_exchange_strong(&it->owner, &zero, t->tag) ? 0 : -EAGAIN;
 }
 
+/*
+ * Journal and claim the item `it` (at `off`) that `entry` holds. 0: claimed,
+ * still linked there. -EAGAIN: someone else holds the claim. 1: the entry
+ * moved on between our load and our claim (the claim is given back).
+ */
+static int claim_entry(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it,
+                       uint64_t off)
+{
+        journal_set(t->cs, seg_off(t->k->s, (void *)entry), off);
+        if (claim(t, it) < 0)
+                return -EAGAIN;
+        if (ent_off(atomic_load_explicit(entry, memory_order_acquire)) != off) {
+                atomic_store_explicit(&it->owner, 0, memory_order_release);
+                return 1;
+        }
+        return 0;
+}
+
 /* Replace a claimed item's entry with `word` (0 deletes). The claim makes it certain. */
 static void replace_claimed(_Atomic uint64_t *entry, uint64_t word)
 {
@@ -321,15 +339,8 @@ int cache_unlink(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it)
 
         cs->jnew = 0;
         cs->jstamp = 0;
-        journal_set(cs, seg_off(t->k->s, (void *)entry), off);
         atomic_store_explicit(&cs->jop, CJ_STORE, memory_order_release);
-        if (claim(t, it) < 0) {
-                atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
-                return -EAGAIN;
-        }
-        if (ent_off(atomic_load_explicit(entry, memory_order_acquire)) != off) {
-                /* Not linked here any more (we raced a claimer that finished): give back. */
-                atomic_store_explicit(&it->owner, 0, memory_order_release);
+        if (claim_entry(t, entry, it, off) != 0) {
                 atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
                 return -EAGAIN;
         }
@@ -402,6 +413,14 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
         cache_rd_enter(t);
         if (cache_lookup(k, w->ns, w->key, w->klen, hash, &old))
                 goto out;
+        /*
+         * A new key evicted lately and wanted again: keep it longer. Only here,
+         * where the key is known to be new: the ghost table is one more cache
+         * miss, which updates of present keys need not pay.
+         */
+        struct item *n = (struct item *)(k->s->base + noff);
+        if (cache_ghost_hit(k, hash))
+                atomic_store_explicit(&n->freq, 3, memory_order_relaxed);
         for (int i = 0; i < 2 && !done; i++) {
                 struct bucket *bk = &k->index[i ? b1 : b0];
                 for (unsigned x = 0; x < CACHE_WAYS && !done; x++) {
@@ -420,13 +439,8 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 if (!e)
                         break;
                 uint64_t voff = seg_off(k->s, v);
-                journal_set(cs, seg_off(k->s, (void *)e), voff);
-                if (claim(t, v) < 0)
+                if (claim_entry(t, e, v, voff) != 0)
                         continue;
-                if (ent_off(atomic_load_explicit(e, memory_order_acquire)) != voff) {
-                        atomic_store_explicit(&v->owner, 0, memory_order_release);
-                        continue;
-                }
                 bool expired = cache_expired(v, now);
                 unsigned vns = v->ns;
                 if (!expired)
@@ -434,11 +448,7 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 replace_claimed(e, word);
                 cache_rd_leave(t);
                 cache_retire(t, voff);
-                cache_count(t, vns, expired ? CNT_EXPIRED : CNT_EVICT);
-                if (expired)
-                        t->cnt_expired++;
-                else
-                        t->cnt_evict++;
+                cache_count_removal(t, vns, expired);
                 olock_release(&k->index[b0].lock);
                 return 1;
         }
@@ -475,8 +485,6 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                 return r;
         struct item *n = (struct item *)(k->s->base + noff);
         item_fill(t, n, w);
-        if (cache_ghost_hit(k, hash))   /* evicted lately and wanted again: keep it longer */
-                atomic_store_explicit(&n->freq, 3, memory_order_relaxed);
         cs->jnew = noff;
         cs->jstamp = al_stamp(k->al, noff);
         journal_set(cs, 0, 0);
@@ -500,28 +508,18 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                                 break;
                         }
                         uint64_t ooff = seg_off(k->s, old);
-                        journal_set(cs, seg_off(k->s, (void *)e), ooff);
-                        if (claim(t, old) < 0) {
+                        int c = claim_entry(t, e, old, ooff);
+                        if (c != 0) {
                                 cache_rd_leave(t);
-                                r = claim_wait(t, old, &spins);
-                                if (r < 0)
+                                if (c < 0 && (r = claim_wait(t, old, &spins)) < 0)
                                         break;
-                                continue;
-                        }
-                        if (atomic_load_explicit(e, memory_order_acquire) !=
-                            ent_make(hash, ooff)) {
-                                /* It moved on between our load and our claim. */
-                                atomic_store_explicit(&old->owner, 0, memory_order_release);
-                                cache_rd_leave(t);
                                 continue;
                         }
                         replace_claimed(e, ent_make(hash, noff));
                         cache_rd_leave(t);
                         cache_retire(t, ooff);
-                        if (!live) {
-                                cache_count(t, w->ns, CNT_EXPIRED);
-                                t->cnt_expired++;
-                        }
+                        if (!live)
+                                cache_count_removal(t, w->ns, true);
                         break;
                 }
                 cache_rd_leave(t);
@@ -585,10 +583,8 @@ int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen)
                                 return r;
                         continue;
                 }
-                if (r == 0 && !live) {
-                        cache_count(t, ns, CNT_EXPIRED);
-                        t->cnt_expired++;
-                }
+                if (r == 0 && !live)
+                        cache_count_removal(t, ns, true);
                 if (r == 0 && live)
                         cache_count(t, ns, CNT_DELS);
                 if (++t->since_reclaim >= 32) {
@@ -611,8 +607,7 @@ int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size
         cache_rd_enter(t);
         _Atomic uint64_t *e = cache_lookup(k, ns, key, klen, hash, &it);
         if (e && cache_expired(it, cache_now(k)) && cache_unlink(t, e, it) == 0) {
-                cache_count(t, ns, CNT_EXPIRED);
-                t->cnt_expired++;
+                cache_count_removal(t, ns, true);
                 r = 1;
         }
         cache_rd_leave(t);

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #define CACHE_MAGIC      0x48434143u     /* "CACH" */
 #define CACHE_NS_MAX     32u             /* namespace 0 is the default one */
@@ -240,6 +241,25 @@ static inline void cache_count(struct cache_thr *t, unsigned ns, unsigned what)
 {
         uint64_t *c = &t->cs->cnt[ns][what];
         __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+}
+
+/* An item unlinked because it expired, or evicted: the slot's and the thread's counts. */
+static inline void cache_count_removal(struct cache_thr *t, unsigned ns, bool expired)
+{
+        cache_count(t, ns, expired ? CNT_EXPIRED : CNT_EVICT);
+        if (expired)
+                t->cnt_expired++;
+        else
+                t->cnt_evict++;
+}
+
+/* Monotonic milliseconds (coarse: deadlines and rate limits only). */
+static inline uint64_t cache_clock_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* ---- writing (cache.c) ---- */

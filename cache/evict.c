@@ -17,15 +17,6 @@
 #include "cache/cache.h"
 
 #include <errno.h>
-#include <time.h>
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * The ghost: keys evicted lately, as 32-bit fingerprints stamped with the
@@ -57,6 +48,8 @@ void cache_ghost_put(struct cache *k, uint64_t hash)
 
 bool cache_ghost_hit(struct cache *k, uint64_t hash)
 {
+        if (!atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed))
+                return false;   /* nothing evicted yet: skip the table's cache miss */
         uint64_t g = atomic_load_explicit(&k->ghost[hash & k->ghost_mask], memory_order_relaxed);
 
         if (!g || g >> 32 != hash >> 32)
@@ -111,13 +104,9 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
         unsigned ns = it->ns;
         if (cache_unlink(t, e, it) < 0)
                 return V_SKIP;
-        cache_count(t, ns, expired ? CNT_EXPIRED : CNT_EVICT);
-        if (expired) {
-                t->cnt_expired++;
-        } else {
-                t->cnt_evict++;
+        cache_count_removal(t, ns, expired);
+        if (!expired)
                 cache_ghost_put(k, hash);
-        }
         return expired ? V_EXPIRED : V_EVICTED;
 }
 
@@ -258,7 +247,7 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                  */
                 uint32_t stolen = 0;
                 if (++t->since_steal >= 64 || round == 8) {
-                        uint64_t now = now_ms();
+                        uint64_t now = cache_clock_ms();
                         if (now - t->last_steal_ms >= 100) {    /* it costs a membarrier */
                                 t->last_steal_ms = now;
                                 t->since_steal = 0;
@@ -321,8 +310,7 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
                         }
                         unsigned ns = it->ns;
                         if (cache_unlink(t, &bk->e[w], it) == 0) {
-                                cache_count(t, ns, CNT_EXPIRED);
-                                t->cnt_expired++;
+                                cache_count_removal(t, ns, true);
                                 n++;
                         }
                 }

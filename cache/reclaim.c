@@ -160,19 +160,11 @@ static void pause_us(unsigned us)
         nanosleep(&ts, NULL);
 }
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int cache_reclaim(struct cache_thr *t, unsigned wait_ms)
 {
         struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
-        uint64_t deadline = wait_ms ? now_ms() + wait_ms : 0;
+        uint64_t deadline = wait_ms ? cache_clock_ms() + wait_ms : 0;
         int freed = 0;
 
         for (unsigned round = 0;; round++) {
@@ -204,7 +196,7 @@ int cache_reclaim(struct cache_thr *t, unsigned wait_ms)
                 atomic_store_explicit(&cs->rtail, tail, memory_order_release);
                 if (pins)
                         move_pinned(t);
-                if (!blocked || !wait_ms || now_ms() >= deadline)
+                if (!blocked || !wait_ms || cache_clock_ms() >= deadline)
                         return freed;
                 if (blocker != t->slot && blocker != UINT32_MAX) {
                         struct cache_slot *bs = cache_slot_of(k, blocker);

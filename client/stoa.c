@@ -164,6 +164,19 @@ static inline void bump(uint64_t *c)
         __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
 }
 
+/* One lookup of the caller's: the handle's counts and the slot's, per namespace. */
+static inline void count_get(struct tstate *ts, uint32_t ns, bool hit)
+{
+        bump(&ts->st.gets);
+        bump(hit ? &ts->st.hits : &ts->st.misses);
+        cache_count(&ts->t, ns, hit ? CNT_HITS : CNT_MISSES);
+}
+
+/* The public limits are the cache's. */
+_Static_assert(STOA_KEY_MAX == CACHE_KEY_MAX, "key limit");
+_Static_assert(STOA_NS_MAX == CACHE_NS_MAX - 1, "namespaces (0 is the default)");
+_Static_assert(STOA_VIEWS_MAX == CACHE_VIEWS, "views a thread holds");
+
 /* ---- open and close ------------------------------------------------------ */
 
 STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_options *opts)
@@ -316,16 +329,8 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
                 expire_key(ts, key, klen);
                 r = -ENOENT;
         }
-        if (!count)
-                return r;
-        bump(&ts->st.gets);
-        if (r == -ENOENT) {
-                bump(&ts->st.misses);
-                cache_count(t, ts->h->ns, CNT_MISSES);
-        } else {
-                bump(&ts->st.hits);
-                cache_count(t, ts->h->ns, CNT_HITS);
-        }
+        if (count)
+                count_get(ts, ts->h->ns, r != -ENOENT);
         return r;
 }
 
@@ -627,9 +632,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 }
                                 cache_touch_freq(it);
                         }
-                        bump(&ts->st.gets);
-                        bump(q[i].err == -ENOENT ? &ts->st.misses : &ts->st.hits);
-                        cache_count(&ts->t, c->ns, q[i].err == -ENOENT ? CNT_MISSES : CNT_HITS);
+                        count_get(ts, c->ns, q[i].err != -ENOENT);
                 }
                 cache_rd_leave(&ts->t);
         }
@@ -667,11 +670,8 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
                 }
         }
         cache_rd_leave(&ts->t);    /* the pin, not the epoch, keeps the item now */
-        if (r == 0 || r == -ENOENT) {
-                bump(&ts->st.gets);
-                bump(r == -ENOENT ? &ts->st.misses : &ts->st.hits);
-                cache_count(&ts->t, c->ns, r == -ENOENT ? CNT_MISSES : CNT_HITS);
-        }
+        if (r == 0 || r == -ENOENT)
+                count_get(ts, c->ns, r == 0);
         return r;
 }
 
