@@ -108,6 +108,8 @@
 
 #include <cmocka.h>
 
+#include "tests/harness.h"
+
 #define KiB             1024u
 #define MiB             (1ull << 20)
 #define SEC             1000000000ull
@@ -173,14 +175,6 @@ static void check_box(void)
 {
         if (fail_box && atomic_load(&fail_box->failed))
                 fail_at(__FILE__, __LINE__, "a worker failed: %s", fail_box->msg);
-}
-
-static unsigned stress_scale(void)
-{
-        const char *s = getenv("STOA_STRESS_SCALE");
-        long v = s ? strtol(s, NULL, 10) : 1;
-
-        return v < 1 ? 1u : v > 1000 ? 1000u : (unsigned)v;
 }
 
 static void *shared_map(size_t len)
@@ -2425,51 +2419,10 @@ static void case_idle(void)
 
 /* ==== runner ================================================================ */
 
-static char case_dir[96];
-
-static void remove_case_dir(void)
-{
-        DIR *d = opendir(case_dir);
-        struct dirent *e;
-
-        if (d) {
-                while ((e = readdir(d))) {
-                        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-                                unlinkat(dirfd(d), e->d_name, 0);
-                }
-                closedir(d);
-        }
-        rmdir(case_dir);
-}
-
 /* Run one case in its own process, on its own $STOA_DIR. Exit status 77: skipped. */
 static void run_case(void (*fn)(void))
 {
-        int st;
-
-        snprintf(case_dir, sizeof(case_dir), "/dev/shm/stoa-test-cache-mp-XXXXXX");
-        if (!mkdtemp(case_dir)) {
-                snprintf(case_dir, sizeof(case_dir), "/tmp/stoa-test-cache-mp-XXXXXX");
-                assert_non_null(mkdtemp(case_dir));
-        }
-        assert_int_equal(setenv("STOA_DIR", case_dir, 1), 0);
-        fflush(NULL);
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-                alarm(CASE_TIMEOUT_S * stress_scale());
-                fn();
-                _exit(0);
-        }
-        while (waitpid(pid, &st, 0) < 0)
-                assert_int_equal(errno, EINTR);
-        remove_case_dir();
-        if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
-                skip();
-        if (WIFSIGNALED(st))
-                fail_msg("case process killed by signal %d%s", WTERMSIG(st),
-                         WTERMSIG(st) == SIGALRM ? " (timed out: something waits for ever)" : "");
-        assert_int_equal(WEXITSTATUS(st), 0);
+        harness_run_case("cache-mp", CASE_TIMEOUT_S, fn);
 }
 
 static void test_race(void **state) { (void)state; run_case(case_race); }
