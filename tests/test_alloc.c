@@ -536,6 +536,8 @@ static void own_take(uint64_t off, uint32_t me)
         uint32_t cur = 0;
 
         while (!atomic_compare_exchange_strong(e, &cur, me)) {
+                if (cur == 0)
+                        continue;       /* the freer cleared its mark meanwhile: take it */
                 CHECKF(cur & OWN_FREEING, "block %#llx handed out twice: held by %#x, given to %#x",
                        (unsigned long long)off, cur, me);
                 atomic_fetch_add(&own->takeovers, 1);
