@@ -1428,6 +1428,7 @@ static const struct lim *lim_gib(const struct bench *B, uint64_t page)
 
 /* ---- Redis and LMDB: servers and preloads ----------------------------------------- */
 
+#ifdef HAVE_HIREDIS
 static bool find_prog(const char *name, char *buf, size_t len)
 {
         const char *path = getenv("PATH");
@@ -1446,6 +1447,7 @@ static bool find_prog(const char *name, char *buf, size_t len)
         }
         return false;
 }
+#endif
 
 static void redis_stop(struct bench *B)
 {
