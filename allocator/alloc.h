@@ -82,11 +82,20 @@ _Static_assert(sizeof(struct slab_hdr) == AL_SLAB_HDR, "slab header size");
 
 /*
  * Arena: one a NUMA node, in the ARENAS region, followed by its free-page
- * bitmap. Everything but the lock is written under the lock.
+ * bitmap and its relist bitmap. Line 0 is the lock and the relist flag,
+ * which any slot touches; everything else is written under the lock.
+ *
+ * Relisting: a remote free that turns a disowned span's summary non-zero
+ * must put the span on the abandoned list, which needs the lock. When the
+ * lock is held by someone else (stopped, say), the freer does not wait: it
+ * sets the span's bit in the relist bitmap and then the `relist` flag, and
+ * whoever takes the lock next lists it (al_arena_lock). So a span is always
+ * either on the list, or marked for it, or owned.
  */
 struct arena {
         struct olock lock;
-        uint8_t pad0[56];
+        _Atomic uint32_t relist;        /* some bit of the relist bitmap may be set */
+        uint8_t pad0[52];
         uint32_t magic;
         int32_t node;
         uint32_t first_page;            /* global index of its first page */
@@ -102,8 +111,11 @@ struct arena {
         uint32_t slab_pages[AL_NCLASSES];
         uint32_t abandoned[AL_NCLASSES]; /* list heads (page index + 1) */
         uint64_t bitmap_off;            /* segment offset of the free-page bitmap */
-        uint8_t pad1[56];
+        uint64_t relist_off;            /* segment offset of the relist bitmap */
+        uint8_t pad1[40];
 };
+_Static_assert(sizeof(struct arena) == 512, "an arena header is eight lines");
+_Static_assert(offsetof(struct arena, magic) == 64, "the lock line is the arena's own");
 
 /* Allocator-wide header, at the start of the ARENAS region. */
 struct al_shared {
@@ -149,7 +161,7 @@ struct al_slot {
          * sequentially consistent on both sides.
          */
         _Atomic uint32_t busy;
-        uint32_t pad;
+        _Atomic uint32_t fence;         /* 1: the owner leaves its barrier to the thief's membarrier */
         _Atomic uint64_t steal;
         uint32_t avail[AL_MAX_ARENAS][AL_NCLASSES];    /* owner lists: page idx + 1 */
         struct al_counts c;
@@ -166,6 +178,7 @@ struct al_ctx {
         uint32_t pfirst[AL_MAX_ARENAS], pcount[AL_MAX_ARENAS];  /* copies, checked at attach */
         uint64_t hoff[AL_MAX_ARENAS];
         uint64_t *bm[AL_MAX_ARENAS];                            /* free-page bitmaps */
+        _Atomic uint64_t *rl[AL_MAX_ARENAS];                    /* relist bitmaps */
 };
 
 /* A slot's heap, process-local: used by one thread at a time. */
@@ -223,8 +236,20 @@ uint32_t al_page_of(const struct al_ctx *c, uint64_t off);
 unsigned al_arena_of_page(const struct al_ctx *c, uint32_t page);
 int al_arena_for_node(const struct al_ctx *c, int node);
 
+/*
+ * Take an arena's lock: 0, or -EAGAIN when a live holder keeps it past the
+ * olock's wait (the caller does without), or STOA_E_CORRUPT. A lock taken
+ * from a dead holder is repaired first; spans marked for relisting are
+ * listed. The try form does not wait for a live holder at all.
+ */
 int al_arena_lock(struct al_heap *h, unsigned a);
+int al_arena_trylock(struct al_heap *h, unsigned a);
 void al_arena_unlock(struct al_heap *h, unsigned a);
+/* Put a disowned span with free blocks on its abandoned list (lock held). */
+void al_list_abandoned(struct al_ctx *c, unsigned a, uint32_t page);
+/* Without the lock: mark it, for the lock's next holder to list. */
+void al_relist_later(struct al_ctx *c, unsigned a, uint32_t page);
+bool al_relist_marked(const struct al_ctx *c, uint32_t page);
 /* Rebuild an arena's bitmap and counters from the descriptors (lock held). */
 void al_arena_rebuild(struct al_ctx *c, unsigned a);
 /* Take `n` contiguous free pages (lock held). UINT32_MAX if none. */
@@ -241,7 +266,14 @@ void al_heap_init(struct al_heap *h, struct al_ctx *c, uint32_t slot, uint32_t g
  * until al_commit() or the heap's next operation.
  */
 int al_alloc(struct al_heap *h, size_t bytes, int node, uint64_t *ret_off);
+/*
+ * Free a block. 0; -EINVAL if `off` is not an allocated block (the error
+ * detail says why); -EAGAIN only for a page run whose arena's lock a stopped
+ * client holds (try again later). Never waits longer than the olock's bound.
+ */
 int al_free(struct al_heap *h, uint64_t off);
+/* Free it only if it still carries `stamp` (a late free, by a recovery). */
+int al_free_stamped(struct al_heap *h, uint64_t off, uint64_t stamp);
 void al_commit(struct al_heap *h);
 /* Usable bytes of an allocated block; 0 if `off` is not one. */
 size_t al_usable(const struct al_ctx *c, uint64_t off);
@@ -254,8 +286,20 @@ uint32_t al_trim(struct al_heap *h);
  * for any slot to adopt. Returns pages given back.
  */
 uint32_t al_steal_idle(struct al_heap *h);
-/* Return this heap's empty pages to the arena and abandon the rest (slot release). */
-void al_heap_abandon(struct al_heap *h);
+/*
+ * Return this heap's empty pages to the arena and abandon the rest (slot
+ * release). -EAGAIN if an arena's lock or our lists were held by a stopped
+ * client: the spans of that arena stay on the slot's lists, for the slot's
+ * next holder (or a thief) to use.
+ */
+int al_heap_abandon(struct al_heap *h);
+/*
+ * Hand every span `slot` owns to the arenas, found by the descriptors (not
+ * its lists, which may be torn): empty ones become free pages, the others are
+ * disowned. The slot's lists must be the caller's (its steal word, or its
+ * own op). 0, or -EAGAIN (an arena was locked; its spans stay owned).
+ */
+int al_abandon_all(struct al_heap *h, uint32_t slot);
 
 /*
  * Recovery of a dead slot (called with its slot lock byte held).
@@ -268,8 +312,33 @@ struct al_recovery {
         int journal_op;                 /* J_* found */
         int journal_action;             /* 0 none, 1 redone/freed, 2 kept */
 };
+/*
+ * 0, or -EAGAIN when something it needs is held by a stopped client: the
+ * recovery stopped part way, at a point from which it can be run again (every
+ * step is safe to redo), and the slot stays dead until it is.
+ */
 int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, void *arg,
                     struct al_recovery *ret);
+
+/*
+ * What the recovery of a slot's journal will do, decided without doing it:
+ * the counter values it sets, whether the block it names (allocated now)
+ * ends up free, and the span it makes sure is listed. al_check applies this
+ * to the journals of dead, not yet recovered slots, so that a sound segment
+ * with dead clients is reported sound.
+ */
+struct al_outlook {
+        int op;                         /* J_* */
+        int action;                     /* internal to recover.c */
+        uint64_t off;
+        uint32_t page, idx;             /* the block's span and index (UINT32_MAX: a run) */
+        unsigned arena, cls;            /* the counters it sets */
+        bool set_allocs, set_frees;
+        uint64_t allocs, frees;
+        bool block_freed;
+};
+void al_journal_outlook(const struct al_ctx *c, uint32_t slot, al_published_fn published, void *arg,
+                        struct al_outlook *out);
 
 /* ---- statistics and checks (stats.c) ---- */
 struct al_class_stats {
@@ -306,6 +375,19 @@ struct al_check_result {
  * thinks is allocated is reachable, to find leaks.
  */
 int al_check(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_result *out);
+/*
+ * Slots whose holders died and were not recovered yet, for al_check_ex: their
+ * journals are applied as their recovery will (al_journal_outlook), spans they
+ * were draining may have blocks free in both maps, and an arena they hold the
+ * lock of is rebuilt by the next taker, so none of that is a problem.
+ */
+struct al_dead_slots {
+        uint32_t nslots;
+        const uint64_t *dead;           /* bitmap of dead slots */
+        const uint64_t *keep;           /* per slot: the block its recovery keeps published, or 0 */
+};
+int al_check_ex(struct al_ctx *c, al_report_fn report, void *arg, struct al_check_result *out,
+                const struct al_dead_slots *dead);
 
 /* Call fn for every allocated block (user offset, block bytes). Quiet segment for exactness. */
 typedef void (*al_walk_fn)(uint64_t off, uint64_t bytes, void *arg);

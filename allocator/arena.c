@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <numa.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 
 #define HEAP_ALIGN (2u << 20)
@@ -23,9 +24,15 @@ static uint64_t align_up(uint64_t x, uint64_t a)
         return (x + a - 1) & ~(a - 1);
 }
 
+static uint64_t bitmap_bytes(uint32_t npages)
+{
+        return align_up((npages + 63) / 64 * 8, 64);
+}
+
+/* The header, then the free-page bitmap, then the relist bitmap. */
 static uint64_t arena_bytes(uint32_t npages)
 {
-        return sizeof(struct arena) + align_up((npages + 63) / 64 * 8, 64);
+        return sizeof(struct arena) + 2 * bitmap_bytes(npages);
 }
 
 uint32_t al_slot_ext_size(void)
@@ -92,6 +99,7 @@ int al_format(struct seg *s)
                 a->heap_off = rh->off;
                 a->free_pages = np;
                 a->bitmap_off = off + sizeof(struct arena);
+                a->relist_off = a->bitmap_off + bitmap_bytes(np);
                 uint64_t *bm = seg_ptr(s, a->bitmap_off);
                 for (uint32_t p = 0; p < np; p++)
                         bm[p / 64] |= 1ull << (p % 64);
@@ -137,11 +145,14 @@ int al_attach(struct al_ctx *c, struct seg *s)
                     (uint64_t)a->first_page + a->npages > c->npages)
                         goto corrupt;
                 c->arena[i] = a;
-                if (a->bitmap_off + ((uint64_t)a->npages + 63) / 64 * 8 > s->size)
+                if (a->bitmap_off + ((uint64_t)a->npages + 63) / 64 * 8 > s->size ||
+                    a->relist_off + ((uint64_t)a->npages + 63) / 64 * 8 > s->size ||
+                    a->bitmap_off % 8 || a->relist_off % 8)
                         goto corrupt;
                 c->pfirst[i] = a->first_page;
                 c->pcount[i] = a->npages;
                 c->bm[i] = seg_ptr(s, a->bitmap_off);
+                c->rl[i] = seg_ptr(s, a->relist_off);
                 c->hoff[i] = a->heap_off;
         }
         return 0;
@@ -205,7 +216,65 @@ int al_arena_for_node(const struct al_ctx *c, int node)
 
 /* ---- lock and repair ----------------------------------------------------- */
 
-int al_arena_lock(struct al_heap *h, unsigned ai)
+static bool span_has_free(const struct al_ctx *c, uint32_t page);
+
+/* List a disowned span with free blocks on its class's abandoned list (lock held). */
+void al_list_abandoned(struct al_ctx *c, unsigned ai, uint32_t page)
+{
+        struct page_desc *d = al_desc(c, page);
+        struct arena *a = c->arena[ai];
+        uint32_t *head = &a->abandoned[al_cls_of(d)];
+
+        *head = *head && *head - 1 < c->npages ? *head : 0;
+        d->prev = 0;
+        d->next = *head;
+        if (*head)
+                c->desc[*head - 1].prev = page + 1;
+        *head = page + 1;
+        d->full = 1;
+}
+
+/* Mark a disowned span for listing by the next holder of the lock (lock not held). */
+void al_relist_later(struct al_ctx *c, unsigned ai, uint32_t page)
+{
+        uint32_t rel = page - c->pfirst[ai];
+
+        atomic_fetch_or_explicit(&c->rl[ai][rel / 64], 1ull << (rel % 64), memory_order_seq_cst);
+        atomic_store_explicit(&c->arena[ai]->relist, 1, memory_order_seq_cst);
+}
+
+/*
+ * List the spans marked by al_relist_later (lock held). The flag is taken
+ * before the bits are read, and a marker sets its bit before the flag, so
+ * a mark made after this pass looked is found by the next one.
+ */
+static void relist_marked(struct al_ctx *c, unsigned ai)
+{
+        if (!atomic_exchange_explicit(&c->arena[ai]->relist, 0, memory_order_seq_cst))
+                return;
+        for (uint32_t w = 0; w < (c->pcount[ai] + 63) / 64; w++) {
+                uint64_t bits = atomic_exchange_explicit(&c->rl[ai][w], 0, memory_order_acq_rel);
+                for (; bits; bits &= bits - 1) {
+                        uint32_t p = c->pfirst[ai] + w * 64 + (uint32_t)__builtin_ctzll(bits);
+                        struct page_desc *d = al_desc(c, p);
+                        if (p < c->pfirst[ai] + c->pcount[ai] && d->state == PAGE_SLAB &&
+                            d->owner == 0 && !d->full && al_desc_sane(c, p) && span_has_free(c, p))
+                                al_list_abandoned(c, ai, p);
+                }
+        }
+}
+
+bool al_relist_marked(const struct al_ctx *c, uint32_t page)
+{
+        unsigned ai = al_arena_of_page(c, page);
+
+        if (ai >= c->narenas)
+                return false;
+        uint32_t rel = page - c->pfirst[ai];
+        return atomic_load_explicit(&c->rl[ai][rel / 64], memory_order_relaxed) & (1ull << (rel % 64));
+}
+
+static int lock_arena(struct al_heap *h, unsigned ai, bool wait)
 {
         bool broken;
 
@@ -213,13 +282,32 @@ int al_arena_lock(struct al_heap *h, unsigned ai)
                 seg_set_errdetail("arena %u does not exist: allocator metadata is corrupt", ai);
                 return STOA_E_CORRUPT;
         }
-        int r = olock_acquire(h->ctx->s, &h->ctx->arena[ai]->lock, h->slot, h->gen, &broken);
+        struct olock *l = &h->ctx->arena[ai]->lock;
+        int r = wait ? olock_acquire(h->ctx->s, l, h->slot, h->gen, &broken)
+                     : olock_try(h->ctx->s, l, h->slot, h->gen, &broken);
 
-        if (r < 0)
+        if (r < 0) {
+                if (r == -EAGAIN && wait) {
+                        char why[200];
+                        snprintf(why, sizeof(why), "%s", seg_errdetail());
+                        seg_set_errdetail("the allocator's arena %u is locked: %s", ai, why);
+                }
                 return r;
+        }
         if (broken)
                 al_arena_rebuild(h->ctx, ai);
+        relist_marked(h->ctx, ai);
         return 0;
+}
+
+int al_arena_lock(struct al_heap *h, unsigned ai)
+{
+        return lock_arena(h, ai, true);
+}
+
+int al_arena_trylock(struct al_heap *h, unsigned ai)
+{
+        return lock_arena(h, ai, false);
 }
 
 void al_arena_unlock(struct al_heap *h, unsigned ai)
@@ -266,6 +354,23 @@ static bool span_has_free(const struct al_ctx *c, uint32_t page)
         return false;
 }
 
+/*
+ * A drain cut short (its holder killed between taking the summary and moving
+ * the bits) leaves remote bits that no summary bit points at, and a drain
+ * only looks where the summary points: set the summary from the bitmap.
+ */
+static void restore_summary(const struct al_ctx *c, uint32_t page)
+{
+        struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, page));
+        uint64_t want = 0;
+
+        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
+                if (atomic_load_explicit(&sh->remote_free[w], memory_order_relaxed))
+                        want |= 1ull << w;
+        if (want)
+                atomic_fetch_or_explicit(&sh->remote_summary, want, memory_order_seq_cst);
+}
+
 void al_arena_rebuild(struct al_ctx *c, unsigned ai)
 {
         struct arena *a = c->arena[ai];
@@ -285,6 +390,10 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
         }
 
         memset(bm, 0, (c->pcount[ai] + 63) / 64 * 8);
+        /* Every ownerless span with a free block is relinked below: no mark is needed. */
+        atomic_store_explicit(&a->relist, 0, memory_order_relaxed);
+        for (uint32_t w = 0; w < (c->pcount[ai] + 63) / 64; w++)
+                atomic_store_explicit(&c->rl[ai][w], 0, memory_order_relaxed);
         memset(a->slab_pages, 0, sizeof(a->slab_pages));
         memset(a->abandoned, 0, sizeof(a->abandoned));
         a->run_pages = 0;
@@ -298,16 +407,11 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                 case PAGE_SLAB:
                         a->slab_pages[al_cls_of(d)] += d->span;
                         d->full = 0;
-                        if (d->owner == 0 && span_has_free(c, c->pfirst[ai] + p)) {
-                                /* abandoned, or disowned with frees: relink */
-                                uint32_t idx = c->pfirst[ai] + p;
-                                d->full = 1;
-                                d->prev = 0;
-                                d->next = a->abandoned[al_cls_of(d)];
-                                if (d->next)
-                                        c->desc[d->next - 1].prev = idx + 1;
-                                a->abandoned[al_cls_of(d)] = idx + 1;
-                        }
+                        if (al_desc_sane(c, c->pfirst[ai] + p))
+                                restore_summary(c, c->pfirst[ai] + p);
+                        if (d->owner == 0 && al_desc_sane(c, c->pfirst[ai] + p) &&
+                            span_has_free(c, c->pfirst[ai] + p))
+                                al_list_abandoned(c, ai, c->pfirst[ai] + p);  /* relink */
                         used += d->span;
                         break;
                 case PAGE_RUN:

@@ -2,12 +2,14 @@
  * cache: the key-value cache that lives in the segment (docs/cache-design.md).
  *
  * An index of 64-byte buckets maps a key's hash to immutable items (allocator
- * blocks). Readers take no lock: they announce a reader epoch in their slot,
- * read a bucket line and an item, and leave. Writers build an item, claim
- * the item they replace (a CAS on its `owner` word, so exactly one writer
- * unlinks it), store the new entry word, and retire the old item into their
- * slot's ring; it is freed once every reader has left the epoch it could
- * have seen it in. Every step that changes shared state is journalled in the
+ * blocks). Readers take no lock: before they read an item they publish its
+ * offset in their slot (a hazard pointer) and check that the index still
+ * points at it; they read it, and clear the pointer. Writers build an item,
+ * claim the item they replace (a CAS on its `owner` word, so exactly one
+ * writer unlinks it), store the new entry word, and retire the old item into
+ * their slot's ring; it is freed once no slot's hazard pointer or view names
+ * it. So a reader stopped in the middle of a read holds back one item, not
+ * reclamation. Every step that changes shared state is journalled in the
  * writer's slot first, so the recovery of a dead writer can tell what
  * happened and finish or undo it (the crash table is in the design).
  *
@@ -83,9 +85,10 @@ _Static_assert(sizeof(struct item) == 32, "item header");
 
 /*
  * The cache's header, in the CACHE region. The first line is written once at
- * creation. `epoch` and `version` are shared counters on lines of their own;
- * `hand` lines are the eviction hands (racy by design: two evictors may look
- * at the same block, which is harmless).
+ * creation (the hash seed with it: random, so that keys cannot be chosen to
+ * collide in one segment). `version` is a shared counter on a line of its
+ * own; `hand` lines are the eviction hands (racy by design: two evictors may
+ * look at the same block, which is harmless).
  */
 struct cache_hdr {
         uint32_t magic;
@@ -99,7 +102,7 @@ struct cache_hdr {
         uint64_t ghost_off;             /* ghost table: ghost_n words, after this header */
         uint64_t ghost_n;               /* power of two */
 
-        _Atomic uint64_t epoch;         /* global reader epoch, from 1 */
+        uint64_t seed;                  /* key hash seed, from getrandom() at creation */
         uint8_t pad2[56];
         _Atomic uint64_t version;       /* next version range */
         _Atomic uint64_t evictions;     /* evictions so far: the ghost's clock */
@@ -113,10 +116,10 @@ struct cache_hdr {
         _Atomic uint64_t sweep;         /* next bucket the expiry sweep looks at */
 };
 
-/* A retired block: freed once every reader's epoch is 0 or past `epoch`. */
+/* A retired block: freed once no hazard pointer or view names it. */
 struct retired {
         uint64_t off;                   /* 0: already freed */
-        uint64_t epoch;
+        uint64_t stamp;                 /* its allocator stamp (a late free checks it) */
 };
 
 /* journal.op */
@@ -124,11 +127,11 @@ enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN };
 
 /*
  * The cache's part of a slot. Line 0 is the reader state, written by the
- * owner on every read and read by reclaimers (acquire). The rest is written
- * by the owner only and read by the recovery of a dead owner (and by tools).
+ * owner on every read and read by reclaimers. The rest is written by the
+ * owner only and read by the recovery of a dead owner (and by tools).
  */
 struct cache_slot {
-        _Atomic uint64_t epoch;         /* 0 offline, else the epoch it entered at */
+        _Atomic uint64_t hp;            /* the item being read (offset); 0 none */
         _Atomic uint32_t nviews;
         uint32_t gen;                   /* owner's slot generation (claims carry it) */
         uint8_t pad0[48];
@@ -165,6 +168,7 @@ struct cache {
         _Atomic uint64_t *ghost;
         uint64_t ghost_mask;
         uint64_t index_off, intern_off;
+        uint64_t seed;                  /* copy of the header's */
 };
 
 /* Slots that may hold readers: the shared high-water mark, clamped. */
@@ -185,6 +189,7 @@ struct cache_thr {
         uint32_t since_reclaim;
         uint32_t since_steal;           /* allocations that found memory short */
         uint64_t last_steal_ms;
+        uint64_t last_recover_ms;       /* dead slots last recovered for memory */
         uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
 };
 
@@ -198,7 +203,8 @@ struct cache_slot *cache_slot_of(const struct cache *k, uint32_t slot);
 void cache_thr_init(struct cache_thr *t, struct cache *k, struct al_heap *heap,
                     uint32_t slot, uint32_t gen);
 uint32_t cache_now(const struct cache *k);      /* seconds since time0 */
-uint64_t cache_hash(uint32_t ns, const void *key, size_t klen);
+/* A key's 64-bit hash in this segment (seeded: another segment hashes it otherwise). */
+uint64_t cache_hash(const struct cache *k, uint32_t ns, const void *key, size_t klen);
 
 static inline uint64_t cache_mum(uint64_t a, uint64_t b)
 {
@@ -219,19 +225,38 @@ static inline void cache_buckets(const struct cache *k, uint64_t h, uint64_t *b0
 struct item *cache_item(const struct cache *k, uint64_t off);
 
 /* ---- reading (cache.c) ---- */
-static inline void cache_rd_enter(struct cache_thr *t)
+
+/*
+ * The hazard pointer (docs/cache-design.md 4). Before reading the item of an
+ * entry word e, publish its offset, then look at the entry again: if it still
+ * holds e, the item stays allocated until the pointer moves on, because a
+ * writer unlinks before it retires, and the reclaimer looks at every slot's
+ * pointer after that. The exchange is a full barrier on both sides of this
+ * Dekker pair (reader: publish, load the entry; writer: store the entry,
+ * load the pointers). False: the entry changed, look at it again.
+ */
+static inline bool cache_protect(struct cache_thr *t, _Atomic uint64_t *entry, uint64_t e)
 {
-        uint64_t e = atomic_load_explicit(&t->k->hdr->epoch, memory_order_acquire);
-        atomic_store_explicit(&t->cs->epoch, e, memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst);
+        atomic_exchange_explicit(&t->cs->hp, ent_off(e), memory_order_seq_cst);
+        return atomic_load_explicit(entry, memory_order_seq_cst) == e;
 }
-static inline void cache_rd_leave(struct cache_thr *t)
+static inline void cache_unprotect(struct cache_thr *t)
 {
-        atomic_store_explicit(&t->cs->epoch, 0, memory_order_release);
+        atomic_store_explicit(&t->cs->hp, 0, memory_order_release);
 }
-/* Find a key (inside a read section). Returns the entry or NULL. */
-_Atomic uint64_t *cache_lookup(struct cache *k, uint32_t ns, const void *key, size_t klen,
+/*
+ * Find a key; on success its item is protected (the caller reads it, then
+ * calls cache_unprotect()). Returns the entry, or NULL.
+ */
+_Atomic uint64_t *cache_lookup(struct cache_thr *t, uint32_t ns, const void *key, size_t klen,
                                uint64_t hash, struct item **ret_item);
+/*
+ * The same without protection, for tools that hold no slot: what it returns
+ * may be freed and reused meanwhile (every read of it is bounds-checked, so
+ * that gives wrong answers, never a fault).
+ */
+_Atomic uint64_t *cache_lookup_raw(struct cache *k, uint32_t ns, const void *key, size_t klen,
+                                   uint64_t hash, struct item **ret_item);
 static inline bool cache_expired(const struct item *it, uint32_t now)
 {
         return it->expire != 0 && now >= it->expire;
@@ -283,25 +308,35 @@ int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size
 int cache_unlink(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it);
 
 /* ---- reclamation (reclaim.c) ---- */
+/* Retire an unlinked block (its hazard pointer, or its claim, held by the caller until now). */
 int cache_retire(struct cache_thr *t, uint64_t off);
-/* Free what the grace period allows; wait up to `wait_ms` for readers. Returns freed. */
-int cache_reclaim(struct cache_thr *t, unsigned wait_ms);
+/* Free the retired blocks no hazard pointer or view names. Never waits. Returns freed. */
+int cache_reclaim(struct cache_thr *t);
 uint32_t cache_ring_used(const struct cache_slot *cs);
+/* Does a reader (a hazard pointer or a view) hold back retired memory? */
 bool cache_ring_blocked(struct cache_thr *t);
 /* Free what readers allow from the rings of slots no one holds. */
 int cache_adopt_orphans(struct cache *k);
 /*
  * Recovery of a dead slot's cache state, around the allocator's: phase 1
  * returns the block it decided stays published (or 0) and sets *ret_free to
- * the one that must be freed; phase 2 frees it and what readers allow.
+ * the one that must be freed; phase 2 frees it and what readers allow, or
+ * says -EAGAIN (a page run's arena is locked by a stopped client; recovery
+ * runs again later, and every step of both phases is safe to redo).
  */
 uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot,
                             uint64_t *ret_free);
-void cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub);
-/* Is this block pinned by any view? */
+int cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub);
+/* Phase 1's decision, made without acting on it: the block recovery will keep published. */
+uint64_t cache_recover_outlook(struct cache *k, uint32_t slot);
+/* Is this block named by a hazard pointer or a view? */
 bool cache_pinned(struct cache *k, uint64_t off);
 int cache_view_pin(struct cache_thr *t, uint64_t off);
 void cache_view_unpin(struct cache_thr *t, uint64_t off);
+/* Release every view the thread holds (thread exit, handle close). */
+void cache_views_drop(struct cache_thr *t);
+/* Recover dead slots (bounded): when memory is short, they may hold it. Returns how many. */
+int cache_recover_dead(struct cache *k);
 
 /* ---- eviction (evict.c) ---- */
 /* Allocate an item block of `bytes`, evicting as needed. */

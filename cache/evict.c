@@ -64,7 +64,7 @@ bool cache_ghost_hit(struct cache *k, uint64_t hash)
 static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t off,
                                       uint64_t *ret_hash)
 {
-        uint64_t h = cache_hash(it->ns, it->data, it->klen), b[2];
+        uint64_t h = cache_hash(k, it->ns, it->data, it->klen), b[2];
 
         *ret_hash = h;
         uint64_t want = ent_make(h, off);
@@ -81,7 +81,11 @@ static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t
 
 enum { V_SKIP, V_SPARED, V_EVICTED, V_EXPIRED };
 
-/* Look at one block (inside a read section). */
+/*
+ * Look at one block. What it holds is read unprotected to find whether it is
+ * a linked item (a block freed meanwhile reads as garbage, bounds-checked);
+ * it is protected before anything is done to it.
+ */
 static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
 {
         struct cache *k = t->k;
@@ -93,21 +97,25 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
                 return V_SKIP;
         uint64_t hash;
         _Atomic uint64_t *e = linked_entry(k, it, off, &hash);
-        if (!e)
+        if (!e || !cache_protect(t, e, ent_make(hash, off))) {
+                cache_unprotect(t);
                 return V_SKIP;          /* being written, retired, or not an item */
+        }
         bool expired = cache_expired(it, now);
         uint8_t f = atomic_load_explicit(&it->freq, memory_order_relaxed);
+        int v = V_SKIP;
+        unsigned ns = it->ns;
         if (!expired && f > 0 && !force) {
                 atomic_store_explicit(&it->freq, f - 1, memory_order_relaxed);
-                return V_SPARED;
+                v = V_SPARED;
+        } else if (cache_unlink(t, e, it) == 0) {
+                cache_count_removal(t, ns, expired);
+                if (!expired)
+                        cache_ghost_put(k, hash);
+                v = expired ? V_EXPIRED : V_EVICTED;
         }
-        unsigned ns = it->ns;
-        if (cache_unlink(t, e, it) < 0)
-                return V_SKIP;
-        cache_count_removal(t, ns, expired);
-        if (!expired)
-                cache_ghost_put(k, hash);
-        return expired ? V_EXPIRED : V_EVICTED;
+        cache_unprotect(t);
+        return v;
 }
 
 /*
@@ -126,7 +134,6 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
         uint32_t now = cache_now(k), steps = 0, passed = 0;
         unsigned got = 0;
 
-        cache_rd_enter(t);
         while (got < want && steps++ < budget && passed < pages) {
                 if (cache_ring_used(t->cs) > CACHE_RING - 8)
                         break;
@@ -162,12 +169,7 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
                         passed += step;
                         blk = 0;
                 }
-                if (steps % 64 == 0) {          /* never hold the epoch for long */
-                        cache_rd_leave(t);
-                        cache_rd_enter(t);
-                }
         }
-        cache_rd_leave(t);
         atomic_store_explicit(&k->hdr->hand[which], (uint64_t)page << 16 | blk,
                               memory_order_relaxed);
         return got;
@@ -201,14 +203,12 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
                                         sh->local_free[w] |
                                         atomic_load_explicit(&sh->remote_free[w], memory_order_relaxed));
                         if (nfree < d->capacity && (d->capacity - nfree) * 4 <= d->capacity) {
-                                cache_rd_enter(t);
                                 for (uint32_t b = 0; b < d->capacity; b++) {
                                         uint64_t off = al_page_off(al, page) + AL_SLAB_HDR +
                                                        (uint64_t)b * d->block_size + AL_STAMP_SIZE;
                                         int v = visit(t, off, now, true);
                                         got += v == V_EVICTED || v == V_EXPIRED;
                                 }
-                                cache_rd_leave(t);
                         }
                 }
                 page += step;
@@ -254,7 +254,15 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                                 stolen = al_steal_idle(t->heap);
                         }
                 }
-                if (cache_reclaim(t, round ? 5 : 0) + al_trim(t->heap) + stolen > 0) {
+                /* Dead clients' memory (their spans, their rings) comes back with their recovery. */
+                if (round == 1 || round % 16 == 15) {
+                        uint64_t now = cache_clock_ms();
+                        if (now - t->last_recover_ms >= 10) {
+                                t->last_recover_ms = now;
+                                stolen += (uint32_t)cache_recover_dead(t->k);
+                        }
+                }
+                if (cache_reclaim(t) + al_trim(t->heap) + stolen > 0) {
                         r = al_alloc(t->heap, bytes, -1, ret_off);
                         if (r != -ENOMEM)
                                 return r;
@@ -271,12 +279,12 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                 idle = got ? 0 : idle + need + 1;
                 if (idle > npages + need || round >= 4096)
                         break;          /* a whole revolution with nothing to evict */
-                cache_reclaim(t, 10);
+                cache_reclaim(t);
                 al_trim(t->heap);
         }
         if (cache_ring_blocked(t)) {
-                seg_set_errdetail("evicted memory is held back by a reader that does not "
-                                  "advance (stopped?); see stoa clients");
+                seg_set_errdetail("evicted memory is held back by readers' views (or a reader "
+                                  "that does not advance); see stoa clients");
                 return -EAGAIN;
         }
         seg_set_errdetail("no memory for %zu bytes and nothing left to evict", bytes);
@@ -292,34 +300,29 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
         if (budget > k->nbuckets)
                 budget = k->nbuckets;
         uint64_t b = atomic_fetch_add(&k->hdr->sweep, budget);
-        cache_rd_enter(t);
         for (uint64_t i = 0; i < budget; i++) {
                 struct bucket *bk = &k->index[(b + i) & k->mask];
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
+                        /* Unprotected first (most are not expired), then protected to act. */
                         if (!it || !cache_expired(it, now))
                                 continue;
                         if (cache_ring_used(t->cs) > CACHE_RING - 8) {
-                                cache_rd_leave(t);
-                                cache_reclaim(t, 100);
-                                cache_rd_enter(t);
+                                cache_reclaim(t);
                                 if (cache_ring_used(t->cs) > CACHE_RING - 8)
                                         goto out;
-                                continue;
                         }
+                        if (!cache_protect(t, &bk->e[w], e) || !cache_expired(it, now))
+                                continue;
                         unsigned ns = it->ns;
                         if (cache_unlink(t, &bk->e[w], it) == 0) {
                                 cache_count_removal(t, ns, true);
                                 n++;
                         }
                 }
-                if (i % 64 == 63) {
-                        cache_rd_leave(t);
-                        cache_rd_enter(t);
-                }
         }
 out:
-        cache_rd_leave(t);
+        cache_unprotect(t);
         return n;
 }

@@ -40,7 +40,7 @@ int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_i
         struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
         uint32_t cap = k->intern_cap;
-        uint64_t h = cache_hash(UINT32_MAX, s, len), hbits = h >> IHASH_SHIFT, off = 0, word = 0;
+        uint64_t h = cache_hash(k, UINT32_MAX, s, len), hbits = h >> IHASH_SHIFT, off = 0, word = 0;
         int r = -ENOSPC;
 
         if (cap == 0 || (cap & (cap - 1)))
@@ -84,7 +84,8 @@ int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_i
                 /* Someone filled it first: look at what they put there. */
         }
         if (off) {
-                al_free(t->heap, off);
+                if (al_free(t->heap, off) == -EAGAIN)
+                        cache_retire(t, off);   /* a run whose arena is locked: later */
                 al_commit(t->heap);
                 atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
         }

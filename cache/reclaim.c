@@ -1,23 +1,28 @@
 /*
- * cache/reclaim.c: epoch-based reclamation across processes, views, and the
- * recovery of a dead slot's cache state (docs/cache-design.md, modelled on
- * DPDK's rte_rcu_qsbr).
+ * cache/reclaim.c: reclamation of unlinked items across processes (hazard
+ * pointers and views), and the recovery of a dead slot's cache state
+ * (docs/cache-design.md 4 and 8).
  *
- * A reader publishes the global epoch in its slot before it looks at the
- * index (store, full fence, load) and 0 when it leaves. A writer that
- * unlinks a block retires it with epoch r = fetch_add(global, 1): a reader
- * that could still see the block entered at an epoch <= r, and one that
- * entered later synchronizes with the fetch_add and sees the unlink. So a
- * block is freed once every slot's epoch is 0 or > r. A slot whose epoch
- * holds the rest back is checked for liveness (its OFD lock): a dead one is
- * recovered, a live one (stopped, say) is waited for, never forced.
+ * A reader publishes the offset of the item it is about to read in its slot
+ * and then checks that the index still points at it (cache_protect); a view
+ * keeps an item's offset in its slot's view table for as long as it is held.
+ * A writer unlinks an item (an entry store) before it retires it into its
+ * slot's ring, and the ring is reclaimed by reading every slot's hazard
+ * pointer and views after that: a cell that none names is freed. A reader
+ * that passed its check before the unlink is seen by the reclaimer (the
+ * check and the scan are two halves of a Dekker pair, each side a full
+ * barrier); one that checks after it sees the unlink and looks again.
+ *
+ * So a reader never waits, and a reader that stops (SIGSTOP, a frozen
+ * container, a debugger) or dies in the middle of a read holds back the one
+ * item it was reading: nothing else. A dead slot's pointer and views are
+ * cleared when it is recovered.
  */
 #include "cache/cache.h"
 
 #include <errno.h>
-#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 uint32_t cache_ring_used(const struct cache_slot *cs)
 {
@@ -28,67 +33,85 @@ uint32_t cache_ring_used(const struct cache_slot *cs)
 int cache_retire(struct cache_thr *t, uint64_t off)
 {
         struct cache_slot *cs = t->cs;
-        uint64_t r = atomic_fetch_add_explicit(&t->k->hdr->epoch, 1, memory_order_seq_cst);
         uint32_t h = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
 
-        /* Callers leave room before they unlink (cache_store's check); never overwrite. */
-        for (int tries = 0; h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING &&
-                            tries < 100; tries++)
-                cache_reclaim(t, 100);
-        if (h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING)
-                return -EAGAIN;         /* only a scribbled ring gets here: the block leaks */
+        /* Callers leave room before they unlink (ring_room); never overwrite. */
+        if (h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING) {
+                cache_reclaim(t);
+                if (h - atomic_load_explicit(&cs->rtail, memory_order_relaxed) >= CACHE_RING)
+                        return -EAGAIN; /* only a scribbled ring gets here: the block leaks */
+        }
+        cs->ring[h % CACHE_RING].stamp = al_stamp(t->k->al, off);
         cs->ring[h % CACHE_RING].off = off;
-        cs->ring[h % CACHE_RING].epoch = r;
         atomic_store_explicit(&cs->rhead, h + 1, memory_order_release);
         return 0;
 }
 
-/* The oldest epoch a reader holds, and which slot holds it. UINT64_MAX: none. */
-static uint64_t min_epoch(struct cache *k, uint32_t *ret_slot)
-{
-        uint32_t hw = cache_slots_hw(k);
-        uint64_t min = UINT64_MAX;
-
-        atomic_thread_fence(memory_order_seq_cst);
-        for (uint32_t s = 0; s < hw; s++) {
-                uint64_t e = atomic_load_explicit(&cache_slot_of(k, s)->epoch, memory_order_acquire);
-                if (e && e < min) {
-                        min = e;
-                        *ret_slot = s;
-                }
-        }
-        return min;
-}
+/* ---- who reads what ------------------------------------------------------ */
 
 /*
- * Does a reader's epoch (not a view's pin) hold back retired memory, in any
- * slot's ring? Then a failed allocation is -EAGAIN (wait for the reader),
- * not -ENOMEM.
+ * The blocks that readers hold: every slot's hazard pointer, then every view.
+ * Pointers before views: a reader that turns its protection into a view
+ * stores the view, then clears the pointer (release); a pointer read as
+ * cleared therefore shows the view. NULL (fall back to cache_pinned per
+ * cell) if there are more than fit.
  */
-bool cache_ring_blocked(struct cache_thr *t)
-{
-        uint32_t blocker = UINT32_MAX;
-        uint64_t min = min_epoch(t->k, &blocker);
+struct pins {
+        uint64_t v[512];
+        unsigned n;
+        bool overflow;
+};
 
-        for (uint32_t s = 0; s < cache_slots_hw(t->k); s++) {
-                struct cache_slot *cs = cache_slot_of(t->k, s);
-                uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_acquire);
-                uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_acquire);
-                if (head - tail > CACHE_RING)
-                        continue;
-                for (uint32_t i = tail; i != head; i++)
-                        if (cs->ring[i % CACHE_RING].off && cs->ring[i % CACHE_RING].epoch >= min)
-                                return true;
-        }
-        return false;
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+        return x < y ? -1 : x > y;
 }
 
-static bool views_active(struct cache *k)
+static void pins_collect(struct cache *k, struct pins *p, bool views)
 {
         uint32_t hw = cache_slots_hw(k);
 
+        p->n = 0;
+        p->overflow = false;
+        atomic_thread_fence(memory_order_seq_cst);
+        for (uint32_t s = 0; s < hw; s++) {
+                uint64_t v = atomic_load_explicit(&cache_slot_of(k, s)->hp, memory_order_seq_cst);
+                if (v && p->n < sizeof(p->v) / 8)
+                        p->v[p->n++] = v;
+                else if (v)
+                        p->overflow = true;
+        }
+        for (uint32_t s = 0; s < hw && views; s++) {
+                struct cache_slot *cs = cache_slot_of(k, s);
+                if (!atomic_load_explicit(&cs->nviews, memory_order_acquire))
+                        continue;
+                for (unsigned i = 0; i < CACHE_VIEWS; i++) {
+                        uint64_t v = atomic_load_explicit(&cs->views[i], memory_order_acquire);
+                        if (v && p->n < sizeof(p->v) / 8)
+                                p->v[p->n++] = v;
+                        else if (v)
+                                p->overflow = true;
+                }
+        }
+        qsort(p->v, p->n, sizeof(p->v[0]), cmp_u64);
+}
+
+static bool pins_has(struct cache *k, const struct pins *p, uint64_t off)
+{
+        if (p->overflow)
+                return cache_pinned(k, off);
+        return bsearch(&off, p->v, p->n, sizeof(p->v[0]), cmp_u64) != NULL;
+}
+
+static bool hp_names(struct cache *k, uint64_t off)
+{
+        uint32_t hw = cache_slots_hw(k);
+
+        atomic_thread_fence(memory_order_seq_cst);
         for (uint32_t s = 0; s < hw; s++)
-                if (atomic_load_explicit(&cache_slot_of(k, s)->nviews, memory_order_acquire))
+                if (atomic_load_explicit(&cache_slot_of(k, s)->hp, memory_order_seq_cst) == off)
                         return true;
         return false;
 }
@@ -97,6 +120,8 @@ bool cache_pinned(struct cache *k, uint64_t off)
 {
         uint32_t hw = cache_slots_hw(k);
 
+        if (hp_names(k, off))
+                return true;
         for (uint32_t s = 0; s < hw; s++) {
                 struct cache_slot *cs = cache_slot_of(k, s);
                 if (!atomic_load_explicit(&cs->nviews, memory_order_acquire))
@@ -109,21 +134,57 @@ bool cache_pinned(struct cache *k, uint64_t off)
 }
 
 /*
- * Free one ring cell. jfree names the block first, so a recovery finds a
- * block whose cell was cleared but whose free did not happen (it compares
- * the stamp, so a free that did happen is not repeated).
+ * Readers in the middle of a read (hazard pointers) hold back retired memory:
+ * an allocation that finds nothing else is -EAGAIN then (they will move on).
+ * Views are held as long as their holders like: memory they pin is not free,
+ * and an allocation that finds nothing else is -ENOMEM.
  */
-static void free_cell(struct cache_thr *t, struct retired *rt)
+bool cache_ring_blocked(struct cache_thr *t)
+{
+        struct pins *p = malloc(sizeof(*p));
+        bool blocked = false;
+
+        if (!p)
+                return true;
+        pins_collect(t->k, p, false);
+        for (uint32_t s = 0; s < cache_slots_hw(t->k) && !blocked; s++) {
+                struct cache_slot *cs = cache_slot_of(t->k, s);
+                uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_acquire);
+                uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_acquire);
+                if (head - tail > CACHE_RING)
+                        continue;
+                for (uint32_t i = tail; i != head && !blocked; i++) {
+                        uint64_t off = cs->ring[i % CACHE_RING].off;
+                        blocked = off && (p->overflow ? hp_names(t->k, off) :
+                                          bsearch(&off, p->v, p->n, sizeof(p->v[0]), cmp_u64) != NULL);
+                }
+        }
+        free(p);
+        return blocked;
+}
+
+/* ---- freeing ------------------------------------------------------------- */
+
+/*
+ * Free one ring cell. jfree names the block first, so a recovery finds a
+ * block whose cell was cleared but whose free did not happen (it frees it
+ * only if the stamp is still the one journalled, so a free that did happen is
+ * not repeated). False if the free must wait (a page run whose arena a
+ * stopped client has locked): the cell stays.
+ */
+static bool free_cell(struct cache_thr *t, struct retired *rt)
 {
         struct cache_slot *cs = t->cs;
-        uint64_t off = rt->off;
+        uint64_t off = rt->off, stamp = rt->stamp;
 
-        cs->jfree_stamp = al_stamp(t->k->al, off);
-        cs->jfree = off;
-        atomic_thread_fence(memory_order_release);
+        cs->jfree_stamp = stamp;
+        atomic_store_explicit(&cs->jfree, off, memory_order_release);
         rt->off = 0;
-        al_free(t->heap, off);
+        int r = stamp ? al_free_stamped(t->heap, off, stamp) : al_free(t->heap, off);
+        if (r == -EAGAIN)
+                rt->off = off;
         atomic_store_explicit(&cs->jfree, 0, memory_order_release);
+        return r != -EAGAIN;
 }
 
 /*
@@ -153,62 +214,41 @@ static void move_pinned(struct cache_thr *t)
         }
 }
 
-static void pause_us(unsigned us)
+int cache_reclaim(struct cache_thr *t)
 {
-        struct timespec ts = { 0, (long)us * 1000 };
-
-        nanosleep(&ts, NULL);
-}
-
-int cache_reclaim(struct cache_thr *t, unsigned wait_ms)
-{
-        struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
-        uint64_t deadline = wait_ms ? cache_clock_ms() + wait_ms : 0;
+        uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
+        struct pins p;
         int freed = 0;
+        bool held = false;
 
-        for (unsigned round = 0;; round++) {
-                uint32_t blocker = UINT32_MAX;
-                uint64_t min = min_epoch(k, &blocker);
-                bool pins = views_active(k), blocked = false;
-                uint32_t head = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
-                uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
-
-                if (head - tail > CACHE_RING) {         /* scribbled: drop rather than spin */
-                        atomic_store_explicit(&cs->rtail, head, memory_order_release);
-                        return freed;
-                }
-                for (uint32_t i = tail; i != head; i++) {
-                        struct retired *rt = &cs->ring[i % CACHE_RING];
-                        if (!rt->off)
-                                continue;
-                        if (rt->epoch >= min) {
-                                blocked = true;
-                                break;          /* later cells are younger still */
-                        }
-                        if (pins && cache_pinned(k, rt->off))
-                                continue;       /* a view holds it: stays, others go */
-                        free_cell(t, rt);
-                        freed++;
-                }
-                while (tail != head && !cs->ring[tail % CACHE_RING].off)
-                        tail++;
-                atomic_store_explicit(&cs->rtail, tail, memory_order_release);
-                if (pins)
-                        move_pinned(t);
-                if (!blocked || !wait_ms || cache_clock_ms() >= deadline)
-                        return freed;
-                if (blocker != t->slot && blocker != UINT32_MAX) {
-                        struct cache_slot *bs = cache_slot_of(k, blocker);
-                        if (slot_is_dead(k->s, blocker, bs->gen) == 1)
-                                slot_recover_dead(k->s, blocker);
-                }
-                if (round < 16)
-                        sched_yield();
-                else
-                        pause_us(50);
+        if (head == tail)
+                return 0;
+        if (head - tail > CACHE_RING) {         /* scribbled: drop rather than spin */
+                atomic_store_explicit(&cs->rtail, head, memory_order_release);
+                return 0;
         }
+        pins_collect(t->k, &p, true);
+        for (uint32_t i = tail; i != head; i++) {
+                struct retired *rt = &cs->ring[i % CACHE_RING];
+                if (!rt->off)
+                        continue;
+                if (pins_has(t->k, &p, rt->off) || !free_cell(t, rt)) {
+                        held = true;    /* a reader has it: it stays, the others go */
+                        continue;
+                }
+                freed++;
+        }
+        while (tail != head && !cs->ring[tail % CACHE_RING].off)
+                tail++;
+        atomic_store_explicit(&cs->rtail, tail, memory_order_release);
+        if (held)
+                move_pinned(t);
+        return freed;
 }
+
+/* ---- views --------------------------------------------------------------- */
 
 int cache_view_pin(struct cache_thr *t, uint64_t off)
 {
@@ -239,12 +279,31 @@ void cache_view_unpin(struct cache_thr *t, uint64_t off)
         }
 }
 
+void cache_views_drop(struct cache_thr *t)
+{
+        struct cache_slot *cs = t->cs;
+
+        for (unsigned v = 0; v < CACHE_VIEWS; v++)
+                atomic_store_explicit(&cs->views[v], 0, memory_order_release);
+        atomic_store_explicit(&cs->nviews, 0, memory_order_release);
+}
+
 /*
  * Rings of slots nobody holds: a client that left while a reader held its
- * retired blocks back left them there. Take each such slot for a moment
- * (its lock byte), free what readers allow now, and give it back. Returns
- * blocks freed.
+ * retired blocks back left them there, and one that left while an arena was
+ * locked left spans on its lists. Take each such slot for a moment (its lock
+ * byte), free what readers allow now, hand its spans back, and give it back.
+ * Returns blocks freed.
  */
+static bool holds_spans(const struct al_slot *as)
+{
+        for (unsigned a = 0; a < AL_MAX_ARENAS; a++)
+                for (unsigned c = 0; c < AL_NCLASSES; c++)
+                        if (as->avail[a][c])
+                                return true;
+        return false;
+}
+
 int cache_adopt_orphans(struct cache *k)
 {
         int freed = 0;
@@ -253,18 +312,32 @@ int cache_adopt_orphans(struct cache *k)
                 struct cache_slot *cs = cache_slot_of(k, s);
                 uint32_t gen;
                 if (atomic_load_explicit(&slot_hdr(k->s, s)->state, memory_order_acquire) != SLOT_FREE ||
-                    !cache_ring_used(cs) || slot_claim_at(k->s, s, &gen) < 0)
+                    (!cache_ring_used(cs) && !holds_spans(slot_ext(k->s, s))) ||
+                    slot_claim_at(k->s, s, &gen) < 0)
                         continue;
                 struct al_heap h;
                 al_heap_init(&h, k->al, s, gen);
                 struct cache_thr t = { .k = k, .heap = &h, .cs = cs, .slot = s, .gen = gen,
                                        .tag = olock_tag(s, gen) };
                 cs->gen = gen;
-                freed += cache_reclaim(&t, 0);
+                freed += cache_reclaim(&t);
                 al_heap_abandon(&h);
                 slot_release(k->s, s);
         }
         return freed;
+}
+
+int cache_recover_dead(struct cache *k)
+{
+        int n = 0;
+
+        for (uint32_t s = 0; s < cache_slots_hw(k); s++) {
+                if (atomic_load_explicit(&slot_hdr(k->s, s)->state, memory_order_acquire) != SLOT_LIVE ||
+                    slot_is_alive(k->s, s) != 0)
+                        continue;
+                n += slot_recover_dead(k->s, s) == 1;
+        }
+        return n;
 }
 
 /* ---- recovery of a dead slot --------------------------------------------- */
@@ -279,12 +352,17 @@ static _Atomic uint64_t *entry_at(struct cache *k, uint64_t off)
         return (_Atomic uint64_t *)(k->s->base + off);
 }
 
-static bool ring_has_last(const struct cache_slot *cs, uint64_t off)
+static bool ring_has(const struct cache_slot *cs, uint64_t off)
 {
         uint32_t h = atomic_load_explicit(&cs->rhead, memory_order_relaxed);
+        uint32_t tail = atomic_load_explicit(&cs->rtail, memory_order_relaxed);
 
-        return h != atomic_load_explicit(&cs->rtail, memory_order_relaxed) &&
-               cs->ring[(h - 1) % CACHE_RING].off == off;
+        if (h - tail > CACHE_RING)
+                return false;
+        for (uint32_t i = tail; i != h; i++)
+                if (cs->ring[i % CACHE_RING].off == off)
+                        return true;
+        return false;
 }
 
 /*
@@ -292,8 +370,10 @@ static bool ring_has_last(const struct cache_slot *cs, uint64_t off)
  * (whose own journal recovery must see first, or its record of the one
  * operation in flight would be overwritten). Returns the new block if it
  * stays published; *ret_free is set to a block that must be freed after.
+ * Safe to redo: a claim undone is no longer ours; an old item retired is in
+ * the ring, which is not reclaimed until the journal is closed.
  */
-static uint64_t resolve_store(struct cache_thr *t, uint64_t *ret_free)
+static uint64_t resolve_store(struct cache_thr *t, uint64_t *ret_free, bool apply)
 {
         struct cache *k = t->k;
         struct cache_slot *cs = t->cs;
@@ -306,10 +386,11 @@ static uint64_t resolve_store(struct cache_thr *t, uint64_t *ret_free)
                 struct item *oi = cache_item(k, o);
                 if (oi && atomic_load_explicit(&oi->owner, memory_order_acquire) == tag) {
                         if (e && ent_off(atomic_load(e)) == o) {
-                                atomic_store(&oi->owner, 0);    /* claimed, not stored: undo */
+                                if (apply)              /* claimed, not stored: undo */
+                                        atomic_store(&oi->owner, 0);
                         } else {
                                 pub = true;                     /* stored: O is ours to retire */
-                                if (!ring_has_last(cs, o))
+                                if (apply && !ring_has(cs, o))
                                         cache_retire(t, o);
                         }
                 }
@@ -356,6 +437,12 @@ static void dedup_ring(struct cache_slot *cs)
         }
 }
 
+static struct cache_thr dead_thr(struct cache *k, struct al_heap *dead, uint32_t slot)
+{
+        return (struct cache_thr){ .k = k, .heap = dead, .cs = cache_slot_of(k, slot), .slot = slot,
+                                   .gen = dead->gen, .tag = olock_tag(slot, dead->gen) };
+}
+
 /*
  * Phase 1 of a dead slot's recovery (before the allocator's): drop its reader
  * state and views, settle its journalled store in the index, and say which
@@ -364,22 +451,17 @@ static void dedup_ring(struct cache_slot *cs)
 uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot,
                             uint64_t *ret_free)
 {
-        struct cache_slot *cs = cache_slot_of(k, slot);
-        struct cache_thr t = {
-                .k = k, .heap = dead, .cs = cs, .slot = slot, .gen = dead->gen,
-                .tag = olock_tag(slot, dead->gen),
-        };
+        struct cache_thr t = dead_thr(k, dead, slot);
+        struct cache_slot *cs = t.cs;
         uint64_t published = 0;
 
         *ret_free = 0;
-        atomic_store_explicit(&cs->epoch, 0, memory_order_release);
-        for (unsigned v = 0; v < CACHE_VIEWS; v++)
-                atomic_store_explicit(&cs->views[v], 0, memory_order_release);
-        atomic_store_explicit(&cs->nviews, 0, memory_order_release);
+        atomic_store_explicit(&cs->hp, 0, memory_order_release);
+        cache_views_drop(&t);
         dedup_ring(cs);
         switch (atomic_load_explicit(&cs->jop, memory_order_acquire)) {
         case CJ_STORE:
-                published = resolve_store(&t, ret_free);
+                published = resolve_store(&t, ret_free, true);
                 break;
         case CJ_INTERN:
                 published = resolve_intern(&t, ret_free);
@@ -390,32 +472,46 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         return published;
 }
 
-void cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub)
+uint64_t cache_recover_outlook(struct cache *k, uint32_t slot)
 {
-        struct cache_slot *cs = cache_slot_of(k, slot);
-        struct cache_thr t = {
-                .k = k, .heap = dead, .cs = cs, .slot = slot, .gen = dead->gen,
-                .tag = olock_tag(slot, dead->gen),
-        };
+        struct al_heap none = { .ctx = k->al, .slot = slot };
+        struct cache_thr t = dead_thr(k, &none, slot);
+        uint64_t unpub = 0;
+
+        switch (atomic_load_explicit(&t.cs->jop, memory_order_acquire)) {
+        case CJ_STORE:
+                return resolve_store(&t, &unpub, false);
+        case CJ_INTERN:
+                return resolve_intern(&t, &unpub);
+        default:
+                return 0;
+        }
+}
+
+int cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, uint64_t unpub)
+{
+        struct cache_thr t = dead_thr(k, dead, slot);
+        struct cache_slot *cs = t.cs;
 
         /* Blocks the allocator's recovery has freed already carry another stamp now. */
         uint64_t jf = atomic_load_explicit(&cs->jfree, memory_order_acquire);
         if (jf) {
+                if (al_free_stamped(dead, jf, cs->jfree_stamp) == -EAGAIN)
+                        return -EAGAIN;
                 for (unsigned i = 0; i < CACHE_RING; i++)
-                        if (cs->ring[i].off == jf)
+                        if (cs->ring[i].off == jf && cs->ring[i].stamp == cs->jfree_stamp)
                                 cs->ring[i].off = 0;
-                if (al_stamp(k->al, jf) == cs->jfree_stamp)
-                        al_free(dead, jf);
                 atomic_store(&cs->jfree, 0);
         }
-        if (unpub && al_stamp(k->al, unpub) == cs->jstamp)
-                al_free(dead, unpub);
+        if (unpub && al_free_stamped(dead, unpub, cs->jstamp) == -EAGAIN)
+                return -EAGAIN;
         al_commit(dead);
         atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
         /*
-         * What readers allow now, without waiting (the slot's lock byte is
-         * held meanwhile); the rest is an orphan ring (cache_adopt_orphans).
+         * What readers allow now (the slot's lock byte is held meanwhile); the
+         * rest is an orphan ring (cache_adopt_orphans).
          */
-        cache_reclaim(&t, 0);
+        cache_reclaim(&t);
         al_commit(dead);
+        return 0;
 }

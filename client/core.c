@@ -77,29 +77,30 @@ static bool published_is(uint64_t off, void *arg)
 
 /*
  * Slot recovery: the cache finishes or undoes the dead slot's operation and
- * drops its views, then the allocator gives back what it held.
+ * drops its reader state, then the allocator gives back what it held, then
+ * the cache frees what its decision left to free. -EAGAIN when a stopped
+ * client holds what a step needs: run again later, from the start.
  */
-static void core_recover(struct seg *s, uint32_t slot, void *arg)
+static int core_recover(struct seg *s, uint32_t slot, void *arg)
 {
         struct core *c = s->owner;
         struct al_heap h;
-        uint64_t published = 0;
+        uint64_t published = 0, unpub = 0;
+        int r;
 
         (void)arg;
         if (!c)
-                return;
+                return 0;
         al_heap_init(&h, &c->al, slot, atomic_load_explicit(&slot_hdr(s, slot)->gen,
                                                             memory_order_acquire));
-        if (c->published) {
-                al_recover_slot(&c->al, slot, c->published, c->published_arg, NULL);
-                return;
-        }
-        uint64_t unpub = 0;
+        if (c->published)
+                return al_recover_slot(&c->al, slot, c->published, c->published_arg, NULL);
         if (c->cache)
                 published = cache_recover_slot(c->cache, &h, slot, &unpub);
-        al_recover_slot(&c->al, slot, published_is, &published, NULL);
-        if (c->cache)
-                cache_recover_finish(c->cache, &h, slot, unpub);
+        r = al_recover_slot(&c->al, slot, published_is, &published, NULL);
+        if (r < 0)
+                return r;
+        return c->cache ? cache_recover_finish(c->cache, &h, slot, unpub) : 0;
 }
 
 static int core_wrap(struct core **ret, struct seg *s)

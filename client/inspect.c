@@ -167,7 +167,6 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg)
         struct core *core = stoa_core_(c);
         struct cache *k = core->cache;
         struct seg *s = core->seg;
-        uint64_t now = atomic_load(&k->hdr->epoch);
 
         if (s->forked)
                 return STOA_E_FORKED;
@@ -182,13 +181,12 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg)
                         .pid = sh->pid,
                         .pidns = sh->pidns,
                         .since_ns = sh->since_ns,
-                        .epoch = atomic_load(&cs->epoch),
+                        .reading = atomic_load(&cs->hp),
                         .views = atomic_load(&cs->nviews),
                         .retired = cache_ring_used(cs),
                 };
                 memcpy(cl.comm, sh->comm, sizeof(cl.comm));
                 cl.comm[sizeof(cl.comm) - 1] = 0;
-                cl.epoch_lag = cl.epoch && now > cl.epoch ? now - cl.epoch : 0;
                 int r = fn(&cl, arg);
                 if (r)
                         return r;
@@ -201,6 +199,7 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg)
 struct checker {
         struct cache *k;
         struct oset known;              /* every block accounted for */
+        uint64_t *dead, *keep;          /* slots whose holders died, not yet recovered */
         char **msgs;
         size_t nmsgs, cap;
         uint64_t problems;
@@ -271,7 +270,7 @@ static void check_index(struct checker *ck)
                                         (unsigned long long)off, it->klen, it->vlen);
                                 continue;
                         }
-                        uint64_t h = cache_hash(it->ns, it->data, it->klen);
+                        uint64_t h = cache_hash(k, it->ns, it->data, it->klen);
                         cache_buckets(k, h, &b0, &b1);
                         if ((b != b0 && b != b1) || ent_make(h, off) != e)
                                 problem(ck, "item %#llx: key hashes to buckets %llu/%llu, found in %llu",
@@ -294,14 +293,19 @@ static void check_dups(struct checker *ck)
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL, *found;
                         if (!it)
                                 continue;
-                        uint64_t h = cache_hash(it->ns, it->data, it->klen);
-                        _Atomic uint64_t *f = cache_lookup(k, it->ns, it->data, it->klen, h, &found);
+                        uint64_t h = cache_hash(k, it->ns, it->data, it->klen);
+                        _Atomic uint64_t *f = cache_lookup_raw(k, it->ns, it->data, it->klen, h, &found);
                         if (f && f != &k->index[b].e[w])
                                 problem(ck, "key of item %#llx is also linked at item %#llx",
                                         (unsigned long long)ent_off(e),
                                         (unsigned long long)seg_off(k->s, found));
                 }
         }
+}
+
+static bool is_dead(const struct checker *ck, uint32_t slot)
+{
+        return ck->dead && (ck->dead[slot / 64] & (1ull << (slot % 64)));
 }
 
 static void check_slots(struct checker *ck)
@@ -316,20 +320,42 @@ static void check_slots(struct checker *ck)
                         problem(ck, "slot %u: retire ring head %u tail %u", i, head, tail);
                         continue;
                 }
+                struct oset mine = { 0 };
                 for (uint32_t r = tail; r != head; r++) {
                         uint64_t off = cs->ring[r % CACHE_RING].off;
                         if (!off)
                                 continue;
-                        if (oset_add(&ck->known, off) == 0)
+                        /* A ring move cut short by death leaves a copy; recovery drops it. */
+                        bool own_copy = is_dead(ck, i) && oset_has(&mine, off);
+                        if (is_dead(ck, i))
+                                oset_add(&mine, off);
+                        if (oset_add(&ck->known, off) == 0 && !own_copy)
                                 problem(ck, "slot %u: retired block %#llx is still linked or "
                                         "retired twice", i, (unsigned long long)off);
                 }
-                if (atomic_load(&cs->jop) != CJ_NONE && cs->jnew)
+                free(mine.v);
+        }
+        /*
+         * In flight: the block a write is storing, the item it claimed and
+         * unlinked and is about to retire, the block being allocated or freed,
+         * the one being freed from the ring. A dead slot leaves them so until
+         * its recovery settles them (the same decisions). After every ring,
+         * since a claim that failed leaves a journal naming another's item.
+         */
+        for (uint32_t i = 0; i < slots_count(s); i++) {
+                struct cache_slot *cs = cache_slot_of(k, i);
+                uint64_t jop = atomic_load(&cs->jop);
+                if (jop != CJ_NONE && cs->jnew)
                         oset_add(&ck->known, cs->jnew);
-                /* Just allocated, not yet journalled by the cache: in flight too. */
+                if (jop == CJ_STORE && cs->jold) {
+                        struct item *o = cache_item(k, cs->jold);
+                        if (o && atomic_load(&o->owner) == olock_tag(i, cs->gen))
+                                oset_add(&ck->known, cs->jold);
+                }
                 const struct al_slot *as = slot_ext(s, i);
                 uint64_t op = atomic_load(&as->j.op);
-                if (op == J_ALLOC || op == J_RUN_ALLOC)
+                if (op == J_ALLOC || op == J_RUN_ALLOC || op == J_FREE || op == J_RFREE ||
+                    op == J_RUN_FREE)
                         oset_add(&ck->known, as->j.off);
                 if (cs->jfree)
                         oset_add(&ck->known, cs->jfree);
@@ -357,19 +383,51 @@ static void checker_reset(struct checker *ck)
                 free(ck->msgs[i]);
         free(ck->msgs);
         free(ck->known.v);
+        free(ck->dead);
+        free(ck->keep);
         struct cache *k = ck->k;
         memset(ck, 0, sizeof(*ck));
         ck->k = k;
 }
 
+/*
+ * Which slots' holders died and were not recovered yet, and for each the
+ * block its recovery will keep published: the check applies their journals
+ * as recovery will, so that a sound segment with dead clients reads sound.
+ */
+static int find_dead(struct checker *ck, struct seg *s, uint32_t *ret_n)
+{
+        uint32_t n = slots_count(s);
+
+        *ret_n = 0;
+        ck->dead = calloc((n + 63) / 64, sizeof(uint64_t));
+        ck->keep = calloc(n, sizeof(uint64_t));
+        if (!ck->dead || !ck->keep)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+                if (atomic_load(&slot_hdr(s, i)->state) != SLOT_LIVE || slot_is_alive(s, i) != 0)
+                        continue;
+                ck->dead[i / 64] |= 1ull << (i % 64);
+                ck->keep[i] = cache_recover_outlook(ck->k, i);
+                (*ret_n)++;
+        }
+        return 0;
+}
+
 static void check_pass(struct checker *ck, struct core *core)
 {
         struct al_check_result ar;
+        uint32_t ndead;
 
+        if (find_dead(ck, core->seg, &ndead) < 0) {
+                problem(ck, "out of memory for the check");
+                return;
+        }
+        struct al_dead_slots ds = { slots_count(core->seg), ck->dead, ck->keep };
         check_index(ck);
         check_dups(ck);
         check_slots(ck);
-        al_check(&core->al, al_report, ck, &ar);
+        al_check_ex(&core->al, al_report, ck, &ar, ndead ? &ds : NULL);
         al_walk_used(&core->al, leak_cb, ck);
 }
 
@@ -424,7 +482,7 @@ STOA_API int stoa_sweep(struct stoa *c)
                 dead += more > 0 ? more : 0;
         }
         uint64_t expired = cache_expire_sweep(t, t->k->nbuckets);
-        cache_reclaim(t, 100);
+        cache_reclaim(t);
         cache_adopt_orphans(t->k);
         al_trim(t->heap);
         return (dead > 0 ? dead : 0) + (int)(expired > INT32_MAX ? INT32_MAX : expired);

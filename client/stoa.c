@@ -74,8 +74,12 @@ static void tstate_leave(struct tstate *ts)
         ts->st.expired += ts->t.cnt_expired;
         stats_add(&h->gone, &ts->st);
         pthread_mutex_unlock(&h->mu);
-        if (!h->core->seg->forked)
-                cache_reclaim(&ts->t, 20);      /* what remains, an orphan pass frees */
+        if (!h->core->seg->forked) {
+                /* Views still held die with the thread or the handle: their pins go. */
+                cache_views_drop(&ts->t);
+                cache_unprotect(&ts->t);
+                cache_reclaim(&ts->t);          /* what remains, an orphan pass frees */
+        }
         core_thread_leave(&ts->ct);
         ts->dead = true;
 }
@@ -304,12 +308,11 @@ struct rd {
 static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *rd, bool count)
 {
         struct cache_thr *t = &ts->t;
-        uint64_t hash = cache_hash(ts->h->ns, key, klen);
+        uint64_t hash = cache_hash(t->k, ts->h->ns, key, klen);
         struct item *it;
         int r = 0;
 
-        cache_rd_enter(t);
-        _Atomic uint64_t *e = cache_lookup(t->k, ts->h->ns, key, klen, hash, &it);
+        _Atomic uint64_t *e = cache_lookup(t, ts->h->ns, key, klen, hash, &it);
         if (!e) {
                 r = -ENOENT;
         } else if (it->expire && cache_expired(it, cache_now(t->k))) {
@@ -324,7 +327,7 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
                         memcpy(rd->buf, it->data + it->klen, it->vlen);
                 cache_touch_freq(it);
         }
-        cache_rd_leave(t);
+        cache_unprotect(t);
         if (r == -EKEYEXPIRED) {
                 expire_key(ts, key, klen);
                 r = -ENOENT;
@@ -591,12 +594,11 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 q[i].err = -EINVAL;
                         if (q[i].err)
                                 continue;
-                        hash[i] = cache_hash(c->ns, q[i].key, q[i].klen);
+                        hash[i] = cache_hash(k, c->ns, q[i].key, q[i].klen);
                         uint64_t b0, b1;
                         cache_buckets(k, hash[i], &b0, &b1);
                         __builtin_prefetch(&k->index[b0]);
                 }
-                cache_rd_enter(&ts->t);
                 /* 2: find tag matches and start loading their items. */
                 for (size_t i = 0; i < m; i++) {
                         if (q[i].err)
@@ -615,7 +617,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                         struct item *it;
                         if (q[i].err)
                                 continue;
-                        _Atomic uint64_t *e = cache_lookup(k, c->ns, q[i].key, q[i].klen,
+                        _Atomic uint64_t *e = cache_lookup(&ts->t, c->ns, q[i].key, q[i].klen,
                                                            hash[i], &it);
                         if (e && it->expire && !now)
                                 now = cache_now(k);
@@ -634,7 +636,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                         }
                         count_get(ts, c->ns, q[i].err != -ENOENT);
                 }
-                cache_rd_leave(&ts->t);
+                cache_unprotect(&ts->t);
         }
         return hits;
 }
@@ -651,9 +653,8 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
                 return -EINVAL;
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        uint64_t hash = cache_hash(c->ns, key, klen);
-        cache_rd_enter(&ts->t);
-        _Atomic uint64_t *e = cache_lookup(ts->t.k, c->ns, key, klen, hash, &it);
+        uint64_t hash = cache_hash(ts->t.k, c->ns, key, klen);
+        _Atomic uint64_t *e = cache_lookup(&ts->t, c->ns, key, klen, hash, &it);
         if (!e || cache_expired(it, cache_now(ts->t.k))) {
                 r = -ENOENT;
         } else {
@@ -669,7 +670,8 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
                         r = 0;
                 }
         }
-        cache_rd_leave(&ts->t);    /* the pin, not the epoch, keeps the item now */
+        /* The view's pin, stored before the hazard pointer is cleared, keeps the item now. */
+        cache_unprotect(&ts->t);
         if (r == 0 || r == -ENOENT)
                 count_get(ts, c->ns, r == 0);
         return r;
@@ -714,11 +716,12 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
         for (uint64_t b = 0; b < k->nbuckets && r == 0; b += 64) {
                 size_t nf = 0, used = 0;
                 uint32_t now = cache_now(k);
-                cache_rd_enter(&ts->t);
                 for (uint64_t i = b; i < b + 64 && i < k->nbuckets; i++) {
                         for (unsigned w = 0; w < CACHE_WAYS; w++) {
-                                uint64_t e = atomic_load_explicit(&k->index[i].e[w],
-                                                                  memory_order_acquire);
+                                _Atomic uint64_t *ent = &k->index[i].e[w];
+                                uint64_t e = atomic_load_explicit(ent, memory_order_acquire);
+                                while (e && !cache_protect(&ts->t, ent, e))
+                                        e = atomic_load_explicit(ent, memory_order_acquire);
                                 struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
                                 if (!it || it->ns != c->ns || it->klen < plen ||
                                     memcmp(it->data, prefix, plen) != 0 || cache_expired(it, now))
@@ -737,7 +740,7 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
                                 used += it->klen;
                         }
                 }
-                cache_rd_leave(&ts->t);
+                cache_unprotect(&ts->t);
                 for (size_t i = 0; i < nf && r == 0; i++)
                         r = fn(keys + f[i].koff, f[i].klen, f[i].vlen, arg);
         }

@@ -3,20 +3,21 @@
  */
 #include "shm/olock.h"
 #include "shm/slots.h"
+#include "shm/wait.h"
 
-/* Back off, but never for long: a dead holder must be noticed within milliseconds. */
-#define CK_BACKOFF_CEILING 1023u
-#include <ck_backoff.h>
-#include <sched.h>
-#include <time.h>
+#include <errno.h>
 
-#define SPINS_BEFORE_CHECK 256u
+/* Take the lock from a dead holder whose word is still `cur`. */
+static bool take_over(struct olock *l, uint64_t cur, uint64_t me)
+{
+        return atomic_compare_exchange_strong_explicit(&l->word, &cur, me, memory_order_acquire,
+                                                       memory_order_relaxed);
+}
 
 int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, bool *ret_broken)
 {
         uint64_t me = olock_tag(slot, gen);
-        unsigned spins = 0, checks = 0;
-        ck_backoff_t backoff = CK_BACKOFF_INITIALIZER;
+        struct waiter w = WAITER_INIT;
 
         *ret_broken = false;
         for (;;) {
@@ -28,30 +29,35 @@ int olock_acquire(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, b
                                 return 0;
                         continue;
                 }
-                if (++spins < SPINS_BEFORE_CHECK) {
-                        ck_backoff_eb(&backoff);
-                        continue;
-                }
-                spins = 0;
-                backoff = CK_BACKOFF_INITIALIZER;
-                uint32_t hslot = (uint32_t)(cur >> 32) - 1, hgen = (uint32_t)cur;
-                int dead = slot_is_dead(s, hslot, hgen);
-                if (dead < 0)
-                        return dead;
-                if (dead && atomic_compare_exchange_strong_explicit(&l->word, &cur, me,
-                                                                     memory_order_acquire,
-                                                                     memory_order_relaxed)) {
+                int r = waiter_step(s, &w, cur);
+                if (r < 0)
+                        return r;
+                if (r == 1 && take_over(l, cur, me)) {
                         *ret_broken = true;
                         return 0;
                 }
-                /* Alive but slow (or stopped): stop burning the CPU it needs. */
-                if (++checks > 4) {
-                        struct timespec ts = { 0, 50000 };
-                        nanosleep(&ts, NULL);
-                } else {
-                        sched_yield();
-                }
         }
+}
+
+int olock_try(struct seg *s, struct olock *l, uint32_t slot, uint32_t gen, bool *ret_broken)
+{
+        uint64_t cur = atomic_load_explicit(&l->word, memory_order_relaxed), me = olock_tag(slot, gen);
+
+        *ret_broken = false;
+        if (cur == 0 && atomic_compare_exchange_strong_explicit(&l->word, &cur, me,
+                                                                memory_order_acquire,
+                                                                memory_order_relaxed))
+                return 0;
+        if (cur == 0)
+                return -EAGAIN;
+        int dead = slot_is_dead(s, (uint32_t)(cur >> 32) - 1, (uint32_t)cur);
+        if (dead < 0)
+                return dead;
+        if (dead && take_over(l, cur, me)) {
+                *ret_broken = true;
+                return 0;
+        }
+        return -EAGAIN;
 }
 
 void olock_release(struct olock *l)

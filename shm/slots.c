@@ -94,6 +94,13 @@ static bool held_locally(const struct seg *s, uint32_t slot)
         return s->held_slots[slot / 64] & (1ull << (slot % 64));
 }
 
+static uint64_t pidns_ino(void)
+{
+        struct stat st;
+
+        return stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+}
+
 static void identify(struct slot_hdr *h)
 {
         struct stat st;
@@ -110,26 +117,49 @@ static void identify(struct slot_hdr *h)
         h->comm[sizeof(h->comm) - 1] = 0;
 }
 
-/* With the slot's lock byte held: if its last owner died, recover it. */
-static void recover_if_dead_locked(struct seg *s, uint32_t slot)
+/*
+ * With the slot's lock byte held: if its last owner died, recover it.
+ * 0 (nothing to do, or recovered), or -EAGAIN (recovery stopped part way:
+ * the slot stays dead for the next recoverer).
+ */
+static int recover_if_dead_locked(struct seg *s, uint32_t slot)
 {
         struct slot_hdr *h = slot_hdr(s, slot);
 
         if (atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
-                return;
+                return 0;
         /*
          * New generation first: lock words naming the dead owner now read as
          * dead to everyone, and the hook takes locks under the new one, which
          * reads as alive (we hold the byte) for as long as recovery runs.
          */
-        atomic_fetch_add_explicit(&h->gen, 1, memory_order_acq_rel);
-        if (recover_fn)
-                recover_fn(s, slot, recover_arg);
+        uint32_t g = atomic_fetch_add_explicit(&h->gen, 1, memory_order_acq_rel) + 1;
+        h->rpid = (uint32_t)getpid();
+        h->rtid = (uint32_t)syscall(SYS_gettid);
+        h->rpidns = pidns_ino();
+        atomic_store_explicit(&h->rgen, g, memory_order_release);
+        if (recover_fn) {
+                int r = recover_fn(s, slot, recover_arg);
+                if (r < 0)
+                        return r;
+        }
         h->recovered++;
         atomic_store_explicit(&h->state, SLOT_FREE, memory_order_release);
+        return 0;
 }
 
-/* Try to take slot i (slot_mu held, released on return). 0, -EAGAIN (held), <0. */
+static void unhold(struct seg *s, uint32_t i)
+{
+        pthread_mutex_lock(&s->slot_mu);
+        seg_lock_release(s, SEG_LOCK_SLOT_BASE + i);
+        s->held_slots[i / 64] &= ~(1ull << (i % 64));
+        pthread_mutex_unlock(&s->slot_mu);
+}
+
+/*
+ * Try to take slot i (slot_mu held, released on return). 0, -EAGAIN (held
+ * by a live client), -EBUSY (dead, and its recovery cannot finish now), <0.
+ */
 static int claim_index(struct seg *s, uint32_t i, uint32_t *ret_gen)
 {
         int r;
@@ -147,7 +177,10 @@ static int claim_index(struct seg *s, uint32_t i, uint32_t *ret_gen)
         pthread_mutex_unlock(&s->slot_mu);
 
         struct slot_hdr *h = slot_hdr(s, i);
-        recover_if_dead_locked(s, i);
+        if (recover_if_dead_locked(s, i) < 0) {
+                unhold(s, i);
+                return -EBUSY;
+        }
         identify(h);
         *ret_gen = atomic_fetch_add_explicit(&h->gen, 1, memory_order_relaxed) + 1;
         atomic_store_explicit(&h->state, SLOT_LIVE, memory_order_release);
@@ -156,18 +189,38 @@ static int claim_index(struct seg *s, uint32_t i, uint32_t *ret_gen)
 
 int slot_claim(struct seg *s, uint32_t *ret_slot, uint32_t *ret_gen)
 {
+        bool blocked = false;
+
         if (s->forked)
                 return STOA_E_FORKED;
         if (s->readonly)
                 return -EROFS;
-        for (uint32_t i = 0; i < s->nslots; i++) {
-                pthread_mutex_lock(&s->slot_mu);
-                int r = claim_index(s, i, ret_gen);
-                if (r == -EAGAIN)
-                        continue;
-                if (r == 0)
-                        *ret_slot = i;
-                return r;
+        /*
+         * Free slots first: a dead slot's recovery is work (and may need what
+         * a stopped client holds) that a new client should not pay for while
+         * a free slot is there; stoad, and writers short of memory, recover.
+         */
+        for (int pass = 0; pass < 2; pass++) {
+                for (uint32_t i = 0; i < s->nslots; i++) {
+                        bool free = atomic_load_explicit(&slot_hdr(s, i)->state,
+                                                         memory_order_acquire) == SLOT_FREE;
+                        if (free != (pass == 0))
+                                continue;
+                        pthread_mutex_lock(&s->slot_mu);
+                        int r = claim_index(s, i, ret_gen);
+                        if (r == -EAGAIN || r == -EBUSY) {
+                                blocked |= r == -EBUSY;
+                                continue;
+                        }
+                        if (r == 0)
+                                *ret_slot = i;
+                        return r;
+                }
+        }
+        if (blocked) {
+                seg_set_errdetail("every free slot is taken and the dead clients' slots cannot be "
+                                  "recovered now: a stopped client holds what that needs");
+                return -EAGAIN;
         }
         seg_set_errdetail("all %u slots of the segment are held by live clients", s->nslots);
         return STOA_E_NOSLOT;
@@ -182,7 +235,8 @@ int slot_claim_at(struct seg *s, uint32_t slot, uint32_t *ret_gen)
         if (slot >= s->nslots)
                 return -EINVAL;
         pthread_mutex_lock(&s->slot_mu);
-        return claim_index(s, slot, ret_gen);
+        int r = claim_index(s, slot, ret_gen);
+        return r == -EBUSY ? -EAGAIN : r;
 }
 
 void slot_release(struct seg *s, uint32_t slot)
@@ -248,7 +302,8 @@ int slot_recover_dead(struct seg *s, uint32_t slot)
 
         if (s->forked)
                 return STOA_E_FORKED;
-        if (atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
+        if (slot >= s->nslots ||
+            atomic_load_explicit(&h->state, memory_order_acquire) != SLOT_LIVE)
                 return 0;
         pthread_mutex_lock(&s->slot_mu);
         if (held_locally(s, slot)) {
@@ -264,13 +319,9 @@ int slot_recover_dead(struct seg *s, uint32_t slot)
         pthread_mutex_unlock(&s->slot_mu);
 
         bool was_live = atomic_load_explicit(&h->state, memory_order_acquire) == SLOT_LIVE;
-        recover_if_dead_locked(s, slot);
-
-        pthread_mutex_lock(&s->slot_mu);
-        seg_lock_release(s, SEG_LOCK_SLOT_BASE + slot);
-        s->held_slots[slot / 64] &= ~(1ull << (slot % 64));
-        pthread_mutex_unlock(&s->slot_mu);
-        return was_live;
+        r = recover_if_dead_locked(s, slot);
+        unhold(s, slot);
+        return r < 0 ? r : was_live;
 }
 
 int slots_sweep(struct seg *s)
@@ -279,6 +330,8 @@ int slots_sweep(struct seg *s)
 
         for (uint32_t i = 0; i < s->nslots; i++) {
                 int r = slot_recover_dead(s, i);
+                if (r == -EAGAIN)
+                        continue;       /* stays dead; the next sweep tries again */
                 if (r < 0)
                         return r;
                 n += r;

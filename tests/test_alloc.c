@@ -1845,8 +1845,25 @@ static void case_claim(void)
         /* A remote free into the dead slot's span, before anyone recovers it. */
         CHECK_OK(al_free(&t0.heap, cl->a[0]));
 
-        /* The next claim gets the dead slot and recovers it first. */
-        CHECK_OK(core_thread_enter(c, &t1));
+        /*
+         * A claim takes a free slot while there is one (a dead slot is not a
+         * new client's work); with every other slot held, the next claim gets
+         * the dead slot and recovers it first.
+         */
+        struct core_thread fill[8];
+        unsigned nfill = 0;
+        for (;;) {
+                CHECK(nfill < 8);
+                CHECK_OK(core_thread_enter(c, &fill[nfill]));
+                if (fill[nfill].slot == cl->slot)
+                        break;
+                CHECK_EQ(sh->recovered, rec0);          /* free slots first */
+                nfill++;
+        }
+        t1 = fill[nfill];
+        CHECK_EQ(nfill, 6);                             /* 8 slots: t0, the dead one, 6 free */
+        for (unsigned i = 0; i < nfill; i++)
+                core_thread_leave(&fill[i]);
         CHECK_EQ(t1.slot, cl->slot);
         CHECK_EQ(sh->recovered, rec0 + 1);
         CHECK(t1.gen != cl->gen);

@@ -226,7 +226,7 @@ for _ in $(seq 50); do                     # until both hold a slot
         sleep 0.1
 done
 expect 0 "clients" "$STOA" clients st
-out_has "clients prints a header" "^SLOT +STATE +PID +PIDNS +COMM +SINCE +EPOCH +LAG +VIEWS +RETIRED$"
+out_has "clients prints a header" "^SLOT +STATE +PID +PIDNS +COMM +SINCE +READING +VIEWS +RETIRED$"
 for p in "${holders[@]}"; do
         out_has "clients shows holder $p alive" "^[0-9]+ +alive +$p +[0-9]+ +stoa +[0-9]{4}-[0-9]{2}-[0-9]{2} "
 done

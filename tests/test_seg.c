@@ -494,7 +494,9 @@ static void version_mismatch(struct tctx *t)
         make_segment(path);
         patch_file(path, offsetof(struct seg_header, version), &v, sizeof(v));
         CHECK_ERR(core_open(&c, path, NULL), STOA_E_VERSION);
-        CHECK_HAS(seg_errdetail(), "version 2");
+        char want[32];
+        snprintf(want, sizeof(want), "version %u", SEG_VERSION);
+        CHECK_HAS(seg_errdetail(), want);
         CHECK_HAS(seg_errdetail(), path);
         /* By bare name too, and a create request must not replace it. */
         struct core_config cfg;

@@ -443,17 +443,17 @@ static int client_text(const struct stoa_client *cl, void *arg)
         if (cl->since_ns && localtime_r(&t, &tm))
                 strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S", &tm);
         if (x->n++ == 0)
-                printf("%-5s %-5s %-8s %-12s %-16s %-19s %10s %8s %5s %7s\n", "SLOT", "STATE",
-                       "PID", "PIDNS", "COMM", "SINCE", "EPOCH", "LAG", "VIEWS", "RETIRED");
+                printf("%-5s %-5s %-8s %-12s %-16s %-19s %12s %5s %7s\n", "SLOT", "STATE",
+                       "PID", "PIDNS", "COMM", "SINCE", "READING", "VIEWS", "RETIRED");
         x->dead += !cl->alive;
         printf("%-5" PRIu32 " %-5s %-8" PRIu32 " %-12" PRIu64 " ", cl->slot,
                cl->alive ? "alive" : "DEAD", cl->pid, cl->pidns);
         put_text(stdout, cl->comm, sizeof cl->comm);
         printf("%*s %-19s ", 16 - (int)strnlen(cl->comm, sizeof cl->comm), "", since);
-        if (cl->epoch)
-                printf("%10" PRIu64 " %8" PRIu64, cl->epoch, cl->epoch_lag);
+        if (cl->reading)
+                printf("%#12" PRIx64, cl->reading);
         else
-                printf("%10s %8s", "-", "-");
+                printf("%12s", "-");
         printf(" %5" PRIu32 " %7" PRIu32 "%s%s\n", cl->views, cl->retired,
                cl->alive ? "" : "  <- dead, not yet recovered",
                is_self(x, cl) ? "  (this tool)" : "");
@@ -469,9 +469,9 @@ static int client_json(const struct stoa_client *cl, void *arg)
                ",\"comm\":",
                x->n++ ? "," : "", cl->slot, cl->alive ? "true" : "false", cl->pid, cl->pidns);
         put_json_str(stdout, cl->comm, sizeof cl->comm);
-        printf(",\"since_ns\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"epoch_lag\":%" PRIu64
+        printf(",\"since_ns\":%" PRIu64 ",\"reading\":%" PRIu64
                ",\"views\":%" PRIu32 ",\"retired\":%" PRIu32 ",\"self\":%s}",
-               cl->since_ns, cl->epoch, cl->epoch_lag, cl->views, cl->retired,
+               cl->since_ns, cl->reading, cl->views, cl->retired,
                is_self(x, cl) ? "true" : "false");
         return 0;
 }

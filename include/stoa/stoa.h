@@ -306,8 +306,7 @@ struct stoa_client {
         uint64_t pidns;                 /* inode of its PID namespace */
         uint64_t since_ns;              /* CLOCK_REALTIME when it attached */
         char comm[16];
-        uint64_t epoch;                 /* reader epoch held, 0 if not reading */
-        uint64_t epoch_lag;             /* how far behind the segment's epoch */
+        uint64_t reading;               /* the item it is reading right now (offset), 0 if none */
         uint32_t views, retired;        /* views held, blocks awaiting reclamation */
 };
 typedef int (*stoa_client_fn)(const struct stoa_client *cl, void *arg);
@@ -323,8 +322,10 @@ STOA_API int stoa_clients(struct stoa *c, stoa_client_fn fn, void *arg);
  * allocated block is reachable or accounted for (retired, viewed, in
  * flight). The first 1000 problems are passed to report (may be NULL), one
  * sentence each. Returns the number of problems (0 = consistent) or a
- * negative error. Exact on a quiet
- * segment; with writers running, transient differences are re-checked.
+ * negative error. Exact on a quiet segment; with writers running, transient
+ * differences are re-checked. Clients that died and are not recovered yet
+ * are not problems: their operations in flight are settled in the check as
+ * their recovery will settle them (stoa_info() counts them as dead_clients).
  */
 typedef void (*stoa_report_fn)(const char *msg, void *arg);
 STOA_API int stoa_check(struct stoa *c, stoa_report_fn report, void *arg);
