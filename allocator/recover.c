@@ -16,6 +16,7 @@
  */
 #include "allocator/heap.h"
 #include "shm/slots.h"
+#include "shm/testpoint.h"
 #include "shm/wait.h"
 
 #include <errno.h>
@@ -75,6 +76,7 @@ static int abandon_arena(struct al_heap *h, unsigned ai, uint32_t slot, struct a
                                 if (rec)
                                         rec->pages_abandoned++;
                         }
+                        TEST_POINT("abandon-span");
                 }
                 al_arena_unlock(h, ai);
         }
@@ -278,6 +280,7 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
                 set_count(&as->c.allocs[o.arena][o.cls], o.allocs);
         if (o.set_frees)
                 set_count(&as->c.frees[o.arena][o.cls], o.frees);
+        TEST_POINT("journal-counted");
         struct slab_hdr *sh = o.page < c->npages ? span_hdr(c, o.page) : NULL;
         switch (o.action) {
         case ACT_KEEP:
@@ -288,10 +291,13 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
         }
         case ACT_GIVE:
                 give_block(h, o.page, o.idx, o.off - AL_STAMP_SIZE);
+                TEST_POINT("journal-acted");
                 return 1;
         case ACT_REMOTE:
-                if (al_remote_free(sh, o.idx) == 0)
+                if (al_remote_free(sh, o.idx) == 0) {
+                        TEST_POINT("journal-acted");
                         al_list_if_disowned(h, o.page);
+                }
                 return 1;
         case ACT_LIST:
                 atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (o.idx / 64),
@@ -349,6 +355,7 @@ int al_recover_slot(struct al_ctx *c, uint32_t dead, al_published_fn published, 
                 goto out;
         rec.journal_action = r;
         journal_clear(h.as);            /* settled: a redo must not settle it again */
+        TEST_POINT("journal-settled");
         r = abandon(&h, dead, &rec);
         if (r == 0)
                 rec.pages_freed += al_trim_op(&h);

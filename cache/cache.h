@@ -21,6 +21,7 @@
 
 #include "allocator/alloc.h"
 #include "shm/slots.h"
+#include "shm/wait.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -190,6 +191,7 @@ struct cache_thr {
         uint32_t since_steal;           /* allocations that found memory short */
         uint64_t last_steal_ms;
         uint64_t last_recover_ms;       /* dead slots last recovered for memory */
+        struct waiter rwait;            /* for a recovery another client runs */
         uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
 };
 

@@ -19,6 +19,7 @@
  * cleared when it is recovered.
  */
 #include "cache/cache.h"
+#include "shm/testpoint.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -459,6 +460,7 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         atomic_store_explicit(&cs->hp, 0, memory_order_release);
         cache_views_drop(&t);
         dedup_ring(cs);
+        TEST_POINT("cache-decide");
         switch (atomic_load_explicit(&cs->jop, memory_order_acquire)) {
         case CJ_STORE:
                 published = resolve_store(&t, ret_free, true);
@@ -469,6 +471,7 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         default:
                 break;
         }
+        TEST_POINT("cache-resolved");
         return published;
 }
 
@@ -503,8 +506,10 @@ int cache_recover_finish(struct cache *k, struct al_heap *dead, uint32_t slot, u
                                 cs->ring[i].off = 0;
                 atomic_store(&cs->jfree, 0);
         }
+        TEST_POINT("cache-jfree");
         if (unpub && al_free_stamped(dead, unpub, cs->jstamp) == -EAGAIN)
                 return -EAGAIN;
+        TEST_POINT("cache-unpublished");
         al_commit(dead);
         atomic_store_explicit(&cs->jop, CJ_NONE, memory_order_release);
         /*

@@ -73,6 +73,18 @@ static int claim_wait(struct cache_thr *t, struct item *it, struct waiter *w)
         /* Dead: recover it, or wait (boundedly) for whoever is recovering it. */
         if (a_slot && (r = slot_recover_dead(s, slot)) != 0)
                 return r < 0 ? r : 0;
+        if (a_slot) {
+                /*
+                 * Someone holds the dead slot's byte: a recovery under the slot's
+                 * current generation. Wait for it as for any holder: a stopped
+                 * recoverer is given up on at once.
+                 */
+                uint32_t g = atomic_load_explicit(&slot_hdr(s, slot)->gen, memory_order_acquire);
+                waiter_look_first(&t->rwait, olock_tag(slot, g));
+                r = waiter_step(s, &t->rwait, olock_tag(slot, g));
+                if (r < 0)
+                        return r;
+        }
         uint64_t now = wait_now_ns();
         if (!w->deadline)
                 w->deadline = now + WAIT_UNKNOWN_NS;

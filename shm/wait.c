@@ -3,6 +3,7 @@
  */
 #include "shm/wait.h"
 #include "shm/slots.h"
+#include "shm/testpoint.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +18,8 @@
 #define YIELD_STEPS  96u        /* then yield the CPU (a preempted holder may get it) */
 #define SLEEP_NS     30000      /* then sleep between liveness checks */
 #define LOOK_EVERY_NS (2ull * 1000 * 1000)
+
+void (*stoa_test_hook)(const char *point);
 
 /* The holder this thread last gave up on, and when. */
 static __thread uint64_t stalled_tag, stalled_at;
@@ -101,6 +104,15 @@ static int give_up(struct waiter *w, uint32_t slot, const char *why)
         return -EAGAIN;
 }
 
+void waiter_look_first(struct waiter *w, uint64_t tag)
+{
+        if (w->tag != tag) {
+                *w = (struct waiter)WAITER_INIT;
+                w->tag = tag;
+                w->steps = SPIN_STEPS;
+        }
+}
+
 int waiter_step(struct seg *s, struct waiter *w, uint64_t tag)
 {
         uint32_t slot = (uint32_t)(tag >> 32) - 1, gen = (uint32_t)tag;
@@ -111,10 +123,6 @@ int waiter_step(struct seg *s, struct waiter *w, uint64_t tag)
         }
         if (++w->steps < SPIN_STEPS) {
                 __builtin_ia32_pause();
-                return 0;
-        }
-        if (w->steps < YIELD_STEPS) {
-                sched_yield();
                 return 0;
         }
         /* A word that names no slot is no client's (scribbled): as good as dead. */
@@ -136,6 +144,10 @@ int waiter_step(struct seg *s, struct waiter *w, uint64_t tag)
         if (now >= w->deadline)
                 return give_up(w, slot, w->running ? "has not let go for a second" :
                                         "does not advance (stopped?)");
+        if (w->steps < YIELD_STEPS) {
+                sched_yield();  /* a preempted holder may get the CPU */
+                return 0;
+        }
         struct timespec ts = { 0, SLEEP_NS };
         nanosleep(&ts, NULL);
         return 0;

@@ -49,6 +49,11 @@ struct waiter {
  * no slot (scribbled) counts as dead.
  */
 int waiter_step(struct seg *s, struct waiter *w, uint64_t tag);
+/*
+ * Wait for `tag` without the first spins: for holders known to hold on for
+ * a while (a recovery), whose liveness is worth asking about at once.
+ */
+void waiter_look_first(struct waiter *w, uint64_t tag);
 
 /* Monotonic nanoseconds. */
 uint64_t wait_now_ns(void);

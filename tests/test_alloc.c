@@ -28,6 +28,7 @@
 #include "allocator/alloc.h"
 #include "client/core.h"
 #include "shm/slots.h"
+#include "shm/testpoint.h"
 #include "stoa/stoa.h"
 
 #include <dirent.h>
@@ -1969,6 +1970,32 @@ static void pt_free_child(void *arg)
         raise(SIGKILL);
 }
 
+/*
+ * Own free killed right after its journal (row 3), with a thief's tag left in
+ * the slot's steal word by a thief that died: recovery must settle the free
+ * before anyone disowns the span, or it judges the free by the wrong owner.
+ */
+static void pt_stalethief_child(void *arg)
+{
+        struct core_thread t;
+        struct core *c = pt_enter(&t);
+        struct al_slot *as = slot_al(&t);
+        int k = al_size_class(200);
+
+        (void)arg;
+        CHECK_OK(al_alloc(&t.heap, 200, -1, &pt->off[0]));
+        CHECK_OK(al_alloc(&t.heap, 200, -1, &pt->off[1]));
+        al_commit(&t.heap);
+        as->j.off = pt->off[0];
+        as->j.stamp = al_stamp(&c->al, pt->off[0]);
+        as->j.arena = 0;
+        as->j.cls = (uint32_t)k;
+        as->j.count = as->c.frees[0][k];
+        atomic_store(&as->j.op, J_FREE);
+        atomic_store(&as->steal, olock_tag(t.slot, t.gen - 1));        /* a thief long dead */
+        raise(SIGKILL);
+}
+
 /* Remote free killed after the OR (row 6), or before it (row 5: `arg` non-NULL). */
 static void pt_rfree_child(void *arg)
 {
@@ -2021,6 +2048,37 @@ static void pt_drain_child(void *arg)
                 }
         }
         raise(SIGKILL);
+}
+
+/*
+ * A trim's drain of an abandoned span killed after it took the summary, the
+ * arena lock held (row 7 for spans no one owns): the remote bits are still
+ * there, no summary bit points at them. `pt->off[0]` names a block of it.
+ */
+static void pt_trimdrain_child(void *arg)
+{
+        struct core_thread t;
+        struct core *c = pt_enter(&t);
+        struct slab_hdr *sh = span_of(c, head_of(c, pt->off[0]));
+
+        (void)arg;
+        CHECK_OK(al_arena_lock(&t.heap, 0));
+        CHECK(atomic_exchange(&sh->remote_summary, 0) != 0);
+        raise(SIGKILL);
+}
+
+/* A client that takes 3 blocks and leaves (its span abandoned, 3 blocks in use). */
+static void pt_leave_child(void *arg)
+{
+        struct core_thread t;
+
+        (void)arg;
+        pt_enter(&t);
+        for (unsigned i = 0; i < 3; i++)
+                CHECK_OK(al_alloc(&t.heap, 200, -1, &pt->off[i]));
+        al_commit(&t.heap);
+        core_thread_leave(&t);
+        _exit(0);
 }
 
 /* Die holding the arena lock (row 8), after taking a span. */
@@ -2085,11 +2143,51 @@ static uint32_t pt_run(void (*child)(void *), void *arg)
         return pt->slot;
 }
 
-static void pt_recover(struct core *c, uint32_t slot)
+static void pt_recover_at(struct core *c, uint32_t slot, int line)
 {
-        CHECK_EQ(slot_recover_dead(c->seg, slot), 1);
+        int r = slot_recover_dead(c->seg, slot);
+
+        CHECKF(r == 1, "line %d: recovery of slot %u: %d (state %u)", line, slot, r,
+               atomic_load(&slot_hdr(c->seg, slot)->state));
         CHECK_EQ(lock_word(c), 0);
         CHECK_CLEAN(c);
+}
+#define pt_recover(c, slot) pt_recover_at((c), (slot), __LINE__)
+
+/* A recoverer killed at one named step of its recovery. */
+static const char *kill_at;
+static uint32_t kill_slot;
+
+static void kill_here(const char *point)
+{
+        if (!strcmp(point, kill_at))
+                raise(SIGKILL);
+}
+
+static void pt_recoverer_child(void *arg)
+{
+        struct core *c = seg_attach();
+
+        (void)arg;
+        c->published = pt_published;
+        stoa_test_hook = kill_here;
+        slot_recover_dead(c->seg, kill_slot);
+        _exit(3);               /* the point was never reached */
+}
+
+/* Recover `slot` in a child killed at `point`; false if it never got there. */
+static bool recover_killed_at(uint32_t slot, const char *point)
+{
+        int st;
+
+        kill_at = point;
+        kill_slot = slot;
+        pid_t pid = spawn(pt_recoverer_child, NULL);
+        while (waitpid(pid, &st, 0) < 0)
+                CHECK(errno == EINTR);
+        CHECKF(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 3),
+               "recoverer killed at %s: status %#x", point, st);
+        return WIFSIGNALED(st);
 }
 
 static void case_crash_points(void)
@@ -2129,6 +2227,16 @@ static void case_crash_points(void)
         slot = pt_run(pt_free_child, NULL);
         pt_recover(c, slot);
         CHECK(!block_allocated(c, pt->off[0]) && block_allocated(c, pt->off[1]));
+        CHECK_OK(al_free(&t.heap, pt->off[1]));
+        CHECK_EQ(used_bytes(c), 0);
+
+        /* Row 3 with a dead thief's tag in the steal word. */
+        slot = pt_run(pt_stalethief_child, NULL);
+        pt_recover(c, slot);
+        CHECKF(!block_allocated(c, pt->off[0]), "an own free journalled by a slot whose steal "
+               "word names a dead thief: the block leaked");
+        CHECK(block_allocated(c, pt->off[1]));
+        CHECK_EQ(used_bytes(c), al_class_size[k]);
         CHECK_OK(al_free(&t.heap, pt->off[1]));
         CHECK_EQ(used_bytes(c), 0);
 
@@ -2179,6 +2287,36 @@ static void case_crash_points(void)
                 CHECK_EQ(used_bytes(c), 0);
         }
 
+        /*
+         * Row 7, the trim's drain of an abandoned span, killed with the lock
+         * held: the next taker rebuilds, restores the summary from the remote
+         * bits, and the span (all free) goes back to the arena.
+         */
+        {
+                atomic_store(&pt->step, 0);
+                pid_t pid = spawn(pt_leave_child, NULL);
+                int st;
+                while (waitpid(pid, &st, 0) < 0)
+                        CHECK(errno == EINTR);
+                CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+                pg = head_of(c, pt->off[0]);
+                CHECK_EQ(al_desc(&c->al, pg)->owner, 0);
+                for (unsigned i = 0; i < 3; i++)
+                        CHECK_OK(al_free(&t.heap, pt->off[i]));         /* remote frees */
+                rep0 = repairs(c);
+                expect_killed(spawn(pt_trimdrain_child, NULL));
+                slot = pt->slot;
+                pt_recover(c, slot);            /* takes the lock from the dead: a rebuild */
+                CHECK_EQ(repairs(c), rep0 + 1);
+                al_trim(&t.heap);
+                CHECKF(al_desc(&c->al, pg)->state == PAGE_FREE,
+                       "abandoned span whose trim was killed mid-drain, all blocks free, kept "
+                       "(state %u, owner %u): its remote frees are hidden", al_desc(&c->al, pg)->state,
+                       al_desc(&c->al, pg)->owner);
+                CHECK_EQ(used_bytes(c), 0);
+                CHECK_CLEAN(c);
+        }
+
         /* Row 8: dead holder of the arena lock, recovered by its own slot's recoverer. */
         rep0 = repairs(c);
         slot = pt_run(pt_lock_child, NULL);
@@ -2227,6 +2365,49 @@ static void case_crash_points(void)
                        al_desc(&c->al, p)->state);
         CHECK_EQ(free_bytes(c), freeb);
         CHECK_EQ(used_bytes(c), 0);
+
+        /*
+         * Recovery itself killed at each of its steps, then run again by
+         * another client: every step is safe to redo (counters are set, not
+         * bumped; a block is freed only while it still carries its stamp).
+         */
+        static const char *const steps[] = { "journal-counted", "journal-acted", "journal-settled",
+                                             "abandon-span" };
+        for (unsigned i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+                /* An allocation handed out, never published. */
+                pt->published = false;
+                slot = pt_run(pt_alloc_child, NULL);
+                bool hit = recover_killed_at(slot, steps[i]);
+                if (hit)
+                        pt_recover(c, slot);    /* else the child recovered it all */
+                CHECK_EQ(atomic_load(&slot_hdr(c->seg, slot)->state), SLOT_FREE);
+                CHECK_CLEAN(c);
+                CHECKF(!block_allocated(c, pt->off[0]) && block_allocated(c, pt->off[1]),
+                       "recovery killed at %s (%s) and redone: the blocks", steps[i],
+                       hit ? "reached" : "not reached");
+                CHECK_EQ(used_bytes(c), al_class_size[k]);
+                CHECK_OK(al_free(&t.heap, pt->off[1]));
+                CHECK_EQ(used_bytes(c), 0);
+
+                /* A remote free of the parent's block, killed before its OR. */
+                uint64_t keep;
+                CHECK_OK(al_alloc(&t.heap, 200, -1, &keep));
+                CHECK_OK(al_alloc(&t.heap, 200, -1, &off));
+                al_commit(&t.heap);
+                pt->off[0] = off;
+                atomic_store(&pt->step, 0);
+                expect_killed(spawn(pt_rfree_child, pt));
+                slot = pt->slot;
+                if (recover_killed_at(slot, steps[i]))
+                        pt_recover(c, slot);
+                CHECK_EQ(atomic_load(&slot_hdr(c->seg, slot)->state), SLOT_FREE);
+                CHECKF(!block_allocated(c, off), "remote free, recovery killed at %s and redone: "
+                       "the block is still allocated", steps[i]);
+                CHECK_EQ(used_bytes(c), al_class_size[k]);
+                CHECK_OK(al_free(&t.heap, keep));
+                CHECK_EQ(used_bytes(c), 0);
+                CHECK_CLEAN(c);
+        }
 
         core_thread_leave(&t);
         CHECK_CLEAN(c);
