@@ -12,6 +12,7 @@
  * No check depends on how long something took. The only waits are for the
  * code's own 2 s rules (stale temporary files, a live creator's init lock).
  */
+#include "cache/cache.h"
 #include "client/core.h"
 #include "shm/seg.h"
 #include "shm/slots.h"
@@ -1457,6 +1458,43 @@ static void strerror_codes(struct tctx *t)
 }
 CASE(strerror_codes)
 
+/* ---- 14. the key hash is seeded per segment ------------------------------ */
+
+/*
+ * With fixed public constants, keys can be chosen that all land in the same
+ * two buckets of every segment and push out chosen victims. Each segment
+ * draws its own seed at creation and keeps it in its header.
+ */
+static void hash_seed(struct tctx *t)
+{
+        struct core_config cfg;
+        struct core *a, *b, *a2;
+        unsigned same = 0, same_bucket = 0;
+
+        (void)t;
+        test_cfg(&cfg);
+        CHECK_ERR(core_open(&a, "seeded-a", &cfg), 0);
+        CHECK_ERR(core_open(&b, "seeded-b", &cfg), 0);
+        CHECK(a->cache->seed != 0 && b->cache->seed != 0);
+        CHECK(a->cache->seed != b->cache->seed);
+        CHECK_ERR(core_open(&a2, "seeded-a", NULL), 0);
+        CHECK(a2->cache->seed == a->cache->seed);       /* kept in the segment */
+        for (unsigned i = 0; i < 1000; i++) {
+                char k[32];
+                size_t n = (size_t)snprintf(k, sizeof(k), "key:%u", i);
+                uint64_t ha = cache_hash(a->cache, 0, k, n), hb = cache_hash(b->cache, 0, k, n);
+                same += ha == hb;
+                same_bucket += (ha & a->cache->mask) == (hb & b->cache->mask);
+                CHECK(ha == cache_hash(a2->cache, 0, k, n));
+        }
+        CHECK_INT(same, ==, 0);
+        CHECK(same_bucket < 50);        /* chance alone: 1000 / nbuckets */
+        core_close(a2);
+        core_close(b);
+        core_close(a);
+}
+CASE(hash_seed)
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1476,6 +1514,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_slot_kill, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_slot_fork, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_strerror_codes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hash_seed, setup, teardown),
         };
 
         return cmocka_run_group_tests_name("seg", tests, NULL, NULL);
