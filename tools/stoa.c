@@ -522,7 +522,14 @@ static int cmd_check(struct stoa *c, const struct args *a)
                 return EXIT_RUNTIME;
         }
         if (r == 0) {
-                printf("segment %s: consistent\n", a->name);
+                /* Dead clients' journals were judged as their recovery will settle them. */
+                struct stoa_info in;
+                if (stoa_info(c, &in) == 0 && in.dead_clients)
+                        printf("segment %s: consistent (%" PRIu32 " dead client(s) awaiting "
+                               "recovery; checked as their recovery will leave it)\n", a->name,
+                               in.dead_clients);
+                else
+                        printf("segment %s: consistent\n", a->name);
                 return 0;
         }
         if (reported < (unsigned)r)

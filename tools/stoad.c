@@ -90,9 +90,14 @@ int main(int argc, char **argv)
                 info.path, (unsigned long long)(info.size >> 20),
                 (unsigned long long)(info.heap_bytes >> 20), info.backing, info.slots,
                 (unsigned long long)info.items);
-        if (once) {
+        if (once) {             /* one pass of what the loop does each tick */
+                int n = stoa_sweep(c);
+                if (n < 0)
+                        fprintf(stderr, "stoad: sweep failed: %s\n", stoa_strerror(n));
+                else
+                        fprintf(stderr, "stoad: swept: %d dead slot(s) or expired item(s)\n", n);
                 stoa_close(c);
-                return 0;
+                return n < 0;
         }
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);
