@@ -93,7 +93,7 @@ expect 2 "empty key" "$STOA" get s ""
 
 # ---- missing segments: exit 1, and never created ---------------------------
 expect 1 "get on a missing segment" "$STOA" get nosuch k
-err_is "missing segment: one clear line" "^stoa: segment nosuch: .*(No such file|not exist)"
+err_is "missing segment: one clear line" "^stoa: segment nosuch: no such segment"
 for verb in stat clients check; do
         expect 1 "$verb on a missing segment" "$STOA" $verb nosuch
 done
@@ -110,8 +110,8 @@ out_has "create says where" "$STOA_DIR/s"
 check "the segment file is in \$STOA_DIR" [ -f "$STOA_DIR/s" ]
 expect 1 "create refuses an existing segment" "$STOA" create s --size 64m
 err_is "existing segment: one line" "already exists"
-expect 1 "create refuses a size too small to hold a segment" "$STOA" create tiny --size 4k
-err_is "too small: one line" "^stoa: segment tiny: "
+expect 2 "create refuses a size below STOA_SIZE_MIN" "$STOA" create tiny --size 4k
+err_is "too small: one line naming the minimum" "^stoa: --size '4k': too small; the smallest is 16 MiB"
 check "a refused create leaves no file behind" [ ! -e "$STOA_DIR/tiny" ]
 
 # ---- set / get / del ---------------------------------------------------------
