@@ -296,7 +296,12 @@ static uint32_t expire_of(struct cache *k, uint32_t ttl_s)
 {
         if (!ttl_s)
                 return 0;
-        uint64_t e = (uint64_t)cache_now(k) + ttl_s;
+        /*
+         * The clock counts whole seconds: one more, so that a key lives at
+         * least ttl_s seconds (at most ttl_s + 1), never less, whenever in
+         * its second it was written.
+         */
+        uint64_t e = (uint64_t)cache_now(k) + ttl_s + 1;
         return e > UINT32_MAX ? UINT32_MAX : (uint32_t)e;
 }
 
@@ -543,7 +548,7 @@ STOA_API int stoa_ttl(struct stoa *c, const void *key, size_t klen, uint32_t *re
                 *ret_ttl_s = 0;
         } else {
                 uint32_t now = cache_now(ts->t.k);
-                *ret_ttl_s = rd.expire > now ? rd.expire - now : 1;
+                *ret_ttl_s = rd.expire > now + 1 ? rd.expire - now - 1 : 1;  /* see expire_of */
         }
         return 0;
 }

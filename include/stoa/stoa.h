@@ -115,7 +115,8 @@ STOA_API void stoa_close(struct stoa *c);
 /*
  * stoa_set() - store a value under a key, replacing any value it had
  *
- * ttl_s is the lifetime in seconds; 0 = no expiry. When the call returns 0
+ * ttl_s is the lifetime in seconds (at least that, at most one second more:
+ * the cache's clock counts whole seconds); 0 = no expiry. When the call returns 0
  * the value is visible to every process and survives the death of this one.
  * The cache evicts other keys to make room when memory is full.
  *
