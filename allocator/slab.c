@@ -16,6 +16,7 @@
  * next holder), and only the free of a page run can say -EAGAIN.
  */
 #include "allocator/heap.h"
+#include "shm/testpoint.h"
 #include "shm/slots.h"
 #include "stoa/stoa.h"
 
@@ -40,6 +41,7 @@ void al_heap_init(struct al_heap *h, struct al_ctx *c, uint32_t slot, uint32_t g
         h->gen = gen;
         h->as = slot_ext(c->s, slot);
         h->home = (uint32_t)home_arena(c);
+        h->lists_stale = false;
 }
 
 /* ---- owner lists (private to the owner) ---------------------------------- */
@@ -56,18 +58,28 @@ void al_list_push(struct al_ctx *c, uint32_t *head, uint32_t page)
         *head = page + 1;
 }
 
+/*
+ * Take `page` off the list at `head`. Its links are believed only where its
+ * neighbours link back to it: a page whose list was cut short by a crash (a
+ * thief or a recovery killed part way) keeps stale links, and following them
+ * blindly would write into other lists, or leave `head` naming a page that
+ * is no longer on it.
+ */
 void al_list_del(struct al_ctx *c, uint32_t *head, uint32_t page)
 {
         struct page_desc *d = al_desc(c, page);
+        uint32_t prev = link_ok(c, d->prev), next = link_ok(c, d->next);
 
-        d->prev = link_ok(c, d->prev);
-        d->next = link_ok(c, d->next);
-        if (d->prev)
-                al_desc(c, d->prev - 1)->next = d->next;
+        if (next && al_desc(c, next - 1)->prev != page + 1)
+                next = 0;               /* stale: the rest of the list is not ours to relink */
+        if (*head == page + 1)
+                *head = next;
+        else if (prev && al_desc(c, prev - 1)->next == page + 1)
+                al_desc(c, prev - 1)->next = next;
         else
-                *head = d->next;
-        if (d->next)
-                al_desc(c, d->next - 1)->prev = d->prev;
+                next = 0;               /* not on this list: touch no neighbour */
+        if (next)
+                al_desc(c, next - 1)->prev = *head == next ? 0 : prev;
         d->next = d->prev = 0;
 }
 
@@ -105,6 +117,7 @@ uint32_t al_drain(struct al_ctx *c, uint32_t page, struct slab_hdr *sh)
                 uint64_t fresh = bits & ~sh->local_free[w];
                 sh->local_free[w] |= bits;
                 atomic_fetch_and_explicit(&sh->remote_free[w], ~bits, memory_order_release);
+                TEST_POINT("drain-moved");
                 n += (uint32_t)__builtin_popcountll(fresh);
                 if (w < d->cursor)
                         d->cursor = w;
@@ -279,7 +292,13 @@ static uint32_t refill(struct al_heap *h, unsigned ai, unsigned cls, int *ret_er
                 return UINT32_MAX;
         struct page_desc *d = al_desc(c, page);
         al_drain(c, page, span_hdr(c, page));
+        /*
+         * Counted afresh, and searched from the start: the count and the
+         * cursor are hints its last drainer may have left behind the bitmap
+         * (killed between moving the bits and lowering the cursor).
+         */
         d->nfree = al_count_local_free(span_hdr(c, page));
+        d->cursor = 0;
         d->full = 0;
         al_list_push(c, &h->as->avail[ai][cls], page);
         return page;

@@ -2095,6 +2095,57 @@ static void pt_trimdrain_child(void *arg)
         raise(SIGKILL);
 }
 
+/* A child killed at one named test point (shm/testpoint.h). */
+static const char *kill_at;
+
+static void kill_here(const char *point)
+{
+        if (!strcmp(point, kill_at))
+                raise(SIGKILL);
+}
+
+/*
+ * Fill one span of 3000-byte blocks, then leave: the full span is disowned
+ * (on no list: no block of it is free), with its search cursor past the end.
+ */
+static void pt_fillspan_child(void *arg)
+{
+        struct core_thread t;
+        struct core *c = pt_enter(&t);
+        uint32_t pg = UINT32_MAX;
+        uint64_t off, extra;
+
+        (void)arg;
+        for (;;) {
+                CHECK_OK(al_alloc(&t.heap, 3000, -1, &off));
+                if (pg == UINT32_MAX) {
+                        pg = head_of(c, off);
+                        pt->off[0] = off;
+                }
+                CHECKF(head_of(c, off) == pg, "the span filled up unseen");
+                if (al_desc(&c->al, pg)->nfree == 0)
+                        break;
+        }
+        CHECK_OK(al_alloc(&t.heap, 3000, -1, &extra));  /* finds it full: disowned */
+        CHECK_OK(al_free(&t.heap, extra));
+        al_commit(&t.heap);
+        core_thread_leave(&t);
+        _exit(0);
+}
+
+/* A trim killed in its drain of a span, after moving the bits, before the cursor. */
+static void pt_trimcursor_child(void *arg)
+{
+        struct core_thread t;
+
+        (void)arg;
+        pt_enter(&t);
+        kill_at = "drain-moved";
+        stoa_test_hook = kill_here;
+        al_trim(&t.heap);
+        _exit(3);
+}
+
 /* A client that takes 3 blocks and leaves (its span abandoned, 3 blocks in use). */
 static void pt_leave_child(void *arg)
 {
@@ -2183,14 +2234,7 @@ static void pt_recover_at(struct core *c, uint32_t slot, int line)
 #define pt_recover(c, slot) pt_recover_at((c), (slot), __LINE__)
 
 /* A recoverer killed at one named step of its recovery. */
-static const char *kill_at;
 static uint32_t kill_slot;
-
-static void kill_here(const char *point)
-{
-        if (!strcmp(point, kill_at))
-                raise(SIGKILL);
-}
 
 static void pt_recoverer_child(void *arg)
 {
@@ -2341,6 +2385,48 @@ static void case_crash_points(void)
                        "abandoned span whose trim was killed mid-drain, all blocks free, kept "
                        "(state %u, owner %u): its remote frees are hidden", al_desc(&c->al, pg)->state,
                        al_desc(&c->al, pg)->owner);
+                CHECK_EQ(used_bytes(c), 0);
+                CHECK_CLEAN(c);
+        }
+
+        /*
+         * Row 7, the trim's drain killed after moving a span's remote bits to
+         * its private map, before lowering the span's search cursor (left
+         * past the end when the span filled up). The next taker of the lock
+         * relinks the span; whoever adopts it must find the free block, not
+         * loop over the span as if it were full ("allocator lists are corrupt").
+         */
+        {
+                int k3 = al_size_class(3000);
+                int st;
+                pid_t pid = spawn(pt_fillspan_child, NULL);
+                while (waitpid(pid, &st, 0) < 0)
+                        CHECK(errno == EINTR);
+                CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+                pg = head_of(c, pt->off[0]);
+                CHECK_EQ(al_desc(&c->al, pg)->owner, 0);
+                al_trim(&t.heap);               /* nothing else waits for a drain */
+                CHECK_OK(al_free(&t.heap, pt->off[0]));         /* remote: lists the span */
+                rep0 = repairs(c);
+                pid = spawn(pt_trimcursor_child, NULL);
+                while (waitpid(pid, &st, 0) < 0)
+                        CHECK(errno == EINTR);
+                CHECKF(WIFSIGNALED(st), "the trim never drained the span (status %#x)", st);
+                slot = pt->slot;
+                int r = al_alloc(&t.heap, 3000, -1, &off);      /* takes the lock: a rebuild */
+                CHECKF(r == 0, "allocation from a relinked span whose drain was cut short: %d (%s)",
+                       r, seg_errdetail());
+                CHECK_EQ(repairs(c), rep0 + 1);
+                CHECK_EQ(head_of(c, off), pg);
+                CHECK_OK(al_free(&t.heap, off));
+                pt_recover(c, slot);
+                const struct page_desc *d = al_desc(&c->al, pg);
+                if (d->state == PAGE_SLAB && d->cls == k3) {
+                        uint64_t base = al_page_off(&c->al, pg) + AL_SLAB_HDR + AL_STAMP_SIZE;
+                        for (uint32_t b = 0; b < d->capacity; b++)
+                                if (block_allocated(c, base + (uint64_t)b * d->block_size))
+                                        CHECK_OK(al_free(&t.heap, base + (uint64_t)b * d->block_size));
+                }
                 CHECK_EQ(used_bytes(c), 0);
                 CHECK_CLEAN(c);
         }
