@@ -187,6 +187,12 @@ struct al_heap {
         struct al_slot *as;
         uint32_t slot, gen;
         uint32_t home;                  /* preferred arena */
+        /*
+         * A thief died with our lists half walked: until every span we own
+         * has been handed back (al_abandon_all completes), our lists are not
+         * to be trusted, and no operation of ours uses them.
+         */
+        bool lists_stale;
 };
 
 /* ---- size classes (classes.c) ---- */

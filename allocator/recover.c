@@ -35,8 +35,15 @@ static int abandon_arena(struct al_heap *h, unsigned ai, uint32_t slot, struct a
         struct al_ctx *c = h->ctx;
         struct arena *a = c->arena[ai];
         uint32_t found[ABANDON_BATCH], p = c->pfirst[ai], end = c->pfirst[ai] + c->pcount[ai];
+        struct al_slot *as = slot_ext(c->s, slot);
         int r;
 
+        /*
+         * The lists go first: the spans are found by their owner tag, and a
+         * pass cut short (a lock held) must not leave a list naming a span
+         * that was handed back. The next pass finds the rest.
+         */
+        memset(as->avail[ai], 0, sizeof(as->avail[ai]));
         while (p < end) {
                 unsigned n = 0;
                 for (; p < end && n < ABANDON_BATCH; p++) {
@@ -80,8 +87,6 @@ static int abandon_arena(struct al_heap *h, unsigned ai, uint32_t slot, struct a
                 }
                 al_arena_unlock(h, ai);
         }
-        struct al_slot *as = slot_ext(c->s, slot);
-        memset(as->avail[ai], 0, sizeof(as->avail[ai]));
         return 0;
 }
 

@@ -70,8 +70,18 @@ int al_op_begin(struct al_heap *h)
                 else
                         atomic_thread_fence(memory_order_seq_cst);
                 uint64_t thief = atomic_load_explicit(&as->steal, memory_order_acquire);
-                if (!thief)
+                if (!thief && !h->lists_stale)
                         return 0;
+                if (!thief) {
+                        /* busy: no thief can start while we hand our spans back. */
+                        int r = al_abandon_all(h, h->slot);
+                        if (r == 0) {
+                                h->lists_stale = false;
+                                return 0;
+                        }
+                        atomic_store_explicit(&as->busy, 0, memory_order_release);
+                        return r;       /* an arena's lock is held: again next time */
+                }
                 atomic_store_explicit(&as->busy, 0, memory_order_release);
                 while (atomic_load_explicit(&as->steal, memory_order_acquire) == thief) {
                         int r = waiter_step(h->ctx->s, &w, thief);
@@ -80,14 +90,14 @@ int al_op_begin(struct al_heap *h)
                         if (r == 0)
                                 continue;
                         /*
-                         * It died with our lists in any state: take its place and
-                         * hand back every span we still own, listed or not.
+                         * It died with our lists in any state (a span taken off
+                         * them and not yet handed back, links into spans it did
+                         * hand back): clear its tag, and hand back every span we
+                         * own, listed or not, before our lists are used again.
                          */
                         uint64_t t = thief;
-                        if (atomic_compare_exchange_strong(&as->steal, &t, olock_tag(h->slot, h->gen))) {
-                                al_abandon_all(h, h->slot);
-                                atomic_store_explicit(&as->steal, 0, memory_order_release);
-                        }
+                        h->lists_stale = true;
+                        atomic_compare_exchange_strong(&as->steal, &t, 0);
                         break;
                 }
         }
