@@ -74,7 +74,7 @@
 #define NROLES          (NWRITERS + NREADERS)
 #define KLEN            16u
 #define VMIN            32u
-#define VMAX            2048u
+#define VMAX            6144u  /* 4096 keys of 3 KiB on average: more than a 16 MiB segment holds */
 #define VHDR_MAGIC      0x6d726f74u     /* "torm" */
 #define PROBE_KEYS      512u
 #define BLOCKED_NS      (2 * SEC)       /* a call this long is a blocked call */
