@@ -195,8 +195,15 @@ void al_journal_outlook(const struct al_ctx *c, uint32_t slot, al_published_fn p
                                 o->allocs = jcount;
                                 o->action = ACT_GIVE;
                                 o->block_freed = true;
+                                return;
                         }
-                        /* Else not handed out (count as before), or freed since (counted). */
+                        /*
+                         * Else not handed out (count as before), or freed since
+                         * (counted). Freed remotely, maybe by a recovery of ours
+                         * killed before it listed the span: make sure it is listed.
+                         */
+                        if (rbit && cur == stamp)
+                                o->action = ACT_LIST;
                         return;
                 }
                 o->set_allocs = true;
@@ -257,9 +264,12 @@ static void give_block(struct al_heap *h, uint32_t page, uint32_t idx, uint64_t 
         if (d->owner == h->slot + 1) {
                 __atomic_store_n(stamp_at(c, block), AL_STAMP_FREE, __ATOMIC_RELAXED);
                 sh->local_free[idx / 64] |= 1ull << (idx % 64);
+                TEST_POINT("journal-acted");
                 return;
         }
-        if (al_remote_free(sh, idx) == 0)
+        uint64_t before = al_remote_free(sh, idx);
+        TEST_POINT("journal-acted");
+        if (before == 0)
                 al_list_if_disowned(h, page);
 }
 
@@ -291,7 +301,6 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
         }
         case ACT_GIVE:
                 give_block(h, o.page, o.idx, o.off - AL_STAMP_SIZE);
-                TEST_POINT("journal-acted");
                 return 1;
         case ACT_REMOTE:
                 if (al_remote_free(sh, o.idx) == 0) {

@@ -56,8 +56,8 @@ void al_stats(const struct al_ctx *c, struct al_stats *out)
 /* What the recovery of dead, not yet recovered slots will do (al_check_ex). */
 struct dead_view {
         const struct al_dead_slots *ds;
-        struct al_outlook o[64];        /* the dead slots' journals, as recovery will settle them */
-        uint32_t slot[64];              /* whose */
+        struct al_outlook o[SLOTS_MAX]; /* the dead slots' journals, as recovery will settle them */
+        uint32_t slot[SLOTS_MAX];       /* whose */
         unsigned n;
         bool arena_dead[AL_MAX_ARENAS]; /* locked by a dead holder: rebuilt by the next taker */
 };

@@ -157,6 +157,19 @@ static int check_nodes(const struct core_config *cfg)
         return 0;
 }
 
+/* The size a caller asked for, if any, within the limits every tool states. */
+static int check_size(const struct core_config *cfg)
+{
+        if (cfg->size && (cfg->size < STOA_SIZE_MIN || cfg->size > STOA_SIZE_MAX)) {
+                seg_set_errdetail("size %llu bytes is outside the limits: from STOA_SIZE_MIN "
+                                  "(%llu MiB) to STOA_SIZE_MAX (%llu TiB)",
+                                  (unsigned long long)cfg->size, STOA_SIZE_MIN >> 20,
+                                  STOA_SIZE_MAX >> 40);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 static void to_seg_config(const struct core_config *cfg, struct layout_arg *la,
                           struct seg_config *sc)
 {
@@ -184,7 +197,8 @@ int core_open(struct core **ret, const char *name, const struct core_config *cfg
                 def.flags = SEG_OPEN_NOCREATE;
                 cfg = &def;
         }
-        if ((r = check_nodes(cfg)) < 0)
+        seg_set_errdetail("%s", "");
+        if ((r = check_nodes(cfg)) < 0 || (r = check_size(cfg)) < 0)
                 return r;
         to_seg_config(cfg, &la, &sc);
         r = seg_open(&s, name, &sc, cfg->flags);
@@ -200,7 +214,7 @@ int core_create_anon(struct core **ret, const struct core_config *cfg)
         struct seg *s;
         int r;
 
-        if ((r = check_nodes(cfg)) < 0)
+        if ((r = check_nodes(cfg)) < 0 || (r = check_size(cfg)) < 0)
                 return r;
         to_seg_config(cfg, &la, &sc);
         r = seg_create_anon(&s, &sc);
@@ -228,10 +242,21 @@ void core_close(struct core *c)
         free(c);
 }
 
+int core_check_removed_slow(struct core *c, int64_t now_s)
+{
+        atomic_store_explicit(&c->removed_checked, now_s, memory_order_relaxed);
+        if (seg_check_removed(c->seg) == 1)
+                atomic_store_explicit(&c->removed, 1, memory_order_relaxed);
+        return core_removed(c) ? STOA_E_REMOVED : 0;
+}
+
 int core_thread_enter(struct core *c, struct core_thread *t)
 {
-        int r = slot_claim(c->seg, &t->slot, &t->gen);
+        int r;
 
+        if (c->seg->readonly)   /* a slot is written; this mapping must never be */
+                return -EROFS;
+        r = slot_claim(c->seg, &t->slot, &t->gen);
         if (r < 0)
                 return r;
         t->core = c;

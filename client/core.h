@@ -11,6 +11,9 @@
 #include "allocator/alloc.h"
 #include "shm/seg.h"
 #include "shm/slots.h"
+#include "stoa/stoa.h"
+
+#include <time.h>
 
 #define CORE_DEFAULT_SIZE   (256ull << 20)
 #define CORE_DEFAULT_SLOTS  256u
@@ -35,6 +38,8 @@ struct core {
         struct cache *cache;
         al_published_fn published;      /* tests of the allocator alone: overrides the cache */
         void *published_arg;
+        _Atomic uint32_t removed;       /* the file was removed or replaced: STOA_E_REMOVED */
+        _Atomic int64_t removed_checked;        /* CLOCK_MONOTONIC_COARSE second of the last look */
 };
 
 void core_config_default(struct core_config *cfg);
@@ -42,6 +47,31 @@ int core_open(struct core **ret, const char *name, const struct core_config *cfg
 int core_create_anon(struct core **ret, const struct core_config *cfg);
 int core_attach_fd(struct core **ret, int fd, unsigned flags);
 void core_close(struct core *c);
+
+/*
+ * Whether the segment's file was removed (or its name now holds another
+ * file): callers on write paths call core_check_removed(), which looks (an
+ * fstat and a stat) at most once a second per handle and reads a vDSO clock
+ * otherwise; core_removed() only reads what an earlier look found.
+ * 0 or STOA_E_REMOVED.
+ */
+int core_check_removed_slow(struct core *c, int64_t now_s);
+static inline int core_check_removed(struct core *c)
+{
+        struct timespec ts;
+
+        if (atomic_load_explicit(&c->removed, memory_order_relaxed))
+                return STOA_E_REMOVED;
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);     /* vDSO: no syscall */
+        int64_t now = (int64_t)ts.tv_sec;
+        if (now == atomic_load_explicit(&c->removed_checked, memory_order_relaxed))
+                return 0;
+        return core_check_removed_slow(c, now);
+}
+static inline bool core_removed(const struct core *c)
+{
+        return atomic_load_explicit(&c->removed, memory_order_relaxed) != 0;
+}
 
 /* A thread's presence: a claimed slot and its heap. */
 struct core_thread {

@@ -160,12 +160,24 @@ static inline int thr(struct stoa *h, struct tstate **ret)
                 return -EINVAL;
         if (h->core->seg->forked)
                 return STOA_E_FORKED;
+        if (core_removed(h->core))
+                return STOA_E_REMOVED;
         struct tstate *ts = tl_last;
         if (ts && ts->h == h && ts->hid == h->id && !ts->dead) {
                 *ret = ts;
                 return 0;
         }
-        return thr_slow(h, ret);
+        int r = core_check_removed(h->core);
+        return r < 0 ? r : thr_slow(h, ret);
+}
+
+/* thr() for calls that write: they also look, at most once a second, whether
+ * the segment's file is still there (reads never make that syscall). */
+static inline int thr_w(struct stoa *h, struct tstate **ret)
+{
+        int r = thr(h, ret);
+
+        return r < 0 ? r : core_check_removed(h->core);
 }
 
 static inline void bump(uint64_t *c)
@@ -249,7 +261,8 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
                 return -EINVAL;
         if (!opts)
                 opts = &def;
-        if (opts->flags & ~(STOA_OPEN_NOCREATE | STOA_OPEN_HUGE | STOA_OPEN_NOHUGE) ||
+        if (opts->flags & ~(STOA_OPEN_NOCREATE | STOA_OPEN_HUGE | STOA_OPEN_NOHUGE |
+                            STOA_OPEN_RDONLY) ||
             (opts->flags & STOA_OPEN_HUGE && opts->flags & STOA_OPEN_NOHUGE)) {
                 seg_set_errdetail("unknown or conflicting flags %#x", opts->flags);
                 return -EINVAL;
@@ -267,6 +280,8 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
         cfg.huge = opts->flags & STOA_OPEN_HUGE ? SEG_HUGE_REQUIRE :
                    opts->flags & STOA_OPEN_NOHUGE ? SEG_HUGE_REFUSE : SEG_HUGE_PREFER;
         cfg.flags = opts->flags & STOA_OPEN_NOCREATE ? SEG_OPEN_NOCREATE : 0;
+        if (opts->flags & STOA_OPEN_RDONLY)
+                cfg.flags |= SEG_OPEN_RDONLY | SEG_OPEN_NOCREATE;
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
@@ -432,7 +447,7 @@ static int write_key(struct stoa *c, struct cache_wr *w, uint32_t ttl_s)
         if (!c)
                 return -EINVAL;
         if ((r = check_key(w->key, w->klen)) < 0 || (r = check_val(c, w->val, w->vlen)) < 0 ||
-            (r = thr(c, &ts)) < 0)
+            (r = thr_w(c, &ts)) < 0)
                 return r;
         /* A replace or cas of a key in a namespace that does not exist has nothing to replace. */
         if ((r = ns_of(ts, w->mode == CM_SET || w->mode == CM_ADD, &w->ns)) < 0) {
@@ -494,7 +509,7 @@ STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen)
 
         uint64_t ns;
 
-        if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
+        if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
         if ((r = ns_of(ts, false, &ns)) < 0)
                 return r;                       /* no such namespace: nothing to delete */
@@ -542,7 +557,7 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
         char cur[32], out[32];
         int r;
 
-        if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
+        if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
         for (unsigned tries = 0;; tries++) {
                 struct rd rd = { .buf = cur, .cap = sizeof(cur) };
@@ -609,7 +624,7 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
         struct tstate *ts;
         int r;
 
-        if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
+        if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
         for (unsigned tries = 0;; tries++) {
                 struct rd rd = { 0 };
@@ -901,7 +916,7 @@ STOA_API void stoa_stats_get(struct stoa *c, struct stoa_stats *out)
 int stoa_thread_(struct stoa *c, struct cache_thr **ret, struct core **ret_core)
 {
         struct tstate *ts;
-        int r = thr(c, &ts);
+        int r = thr_w(c, &ts);          /* stoa_sweep() writes */
 
         if (r < 0)
                 return r;

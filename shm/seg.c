@@ -527,6 +527,8 @@ static int attach_fd_owned(struct seg **ret, int fd, const char *what, unsigned 
         s->hdr = (struct seg_header *)s->base;
         s->backing = (enum seg_backing)h.backing;
         s->page_size = h.page_size;
+        s->dev = (uint64_t)st.st_dev;
+        s->ino = (uint64_t)st.st_ino;
         open_list_add(s);
         *ret = s;
         return 0;
@@ -564,9 +566,18 @@ static int attach_path(struct seg **ret, const char *path, unsigned flags)
 
         fd = open(path, ((flags & SEG_OPEN_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC);
         if (fd < 0) {
+                struct stat st;
                 r = -errno;
-                if (r == -EACCES)
-                        seg_set_errdetail("%s: permission denied (needs %s access)", path,
+                if (r == -EACCES && stat(path, &st) == 0)
+                        seg_set_errdetail("%s: permission denied: needs %s access; the file is "
+                                          "mode %04o, owner uid %u, group gid %u, and this is "
+                                          "uid %u", path,
+                                          (flags & SEG_OPEN_RDONLY) ? "read" : "read-write",
+                                          (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+                                          (unsigned)st.st_gid, (unsigned)geteuid());
+                else if (r == -EACCES)
+                        seg_set_errdetail("%s: permission denied: needs %s access to the file "
+                                          "and search access to its directory", path,
                                           (flags & SEG_OPEN_RDONLY) ? "read" : "read-write");
                 else
                         seg_set_errdetail("%s: %s", path, strerror(errno));
@@ -787,7 +798,11 @@ static int create_in_dir(struct seg **ret, const char *dir, const char *base,
         fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
         if (fd < 0) {
                 r = -errno;
-                seg_set_errdetail("cannot create %s: %s", tmp, strerror(errno));
+                if (r == -EACCES)
+                        seg_set_errdetail("cannot create %s: permission denied: needs write "
+                                          "access to the directory %s", final, dir);
+                else
+                        seg_set_errdetail("cannot create %s: %s", final, strerror(errno));
                 return r;
         }
         r = ofd_lock(fd, F_OFD_SETLK, F_WRLCK, SEG_LOCK_INIT, NULL);
@@ -820,6 +835,11 @@ static int create_in_dir(struct seg **ret, const char *dir, const char *base,
                 }
         }
         ofd_lock(fd, F_OFD_SETLK, F_UNLCK, SEG_LOCK_INIT, NULL);
+        struct stat st;
+        if (fstat(fd, &st) == 0) {
+                s->dev = (uint64_t)st.st_dev;
+                s->ino = (uint64_t)st.st_ino;
+        }
         s->path = strdup(final);
         open_list_add(s);
         *ret = s;
@@ -952,6 +972,79 @@ int seg_create_anon(struct seg **ret, const struct seg_config *cfg)
         if (cfg->huge == SEG_HUGE_REQUIRE)
                 return STOA_E_NOHUGE;
         return r;
+}
+
+int seg_check_removed(struct seg *s)
+{
+        struct stat fst, pst;
+
+        if (!s->path || s->fd < 0 || fstat(s->fd, &fst) != 0)
+                return 0;
+        if (fst.st_nlink == 0) {
+                seg_set_errdetail("%s: the segment file was removed while in use", s->path);
+                return 1;
+        }
+        if (stat(s->path, &pst) != 0)
+                return 0;       /* linked elsewhere (renamed), or the path is unreadable */
+        if ((uint64_t)pst.st_dev != s->dev || (uint64_t)pst.st_ino != s->ino) {
+                seg_set_errdetail("%s: the name now holds another file than the one mapped",
+                                  s->path);
+                return 1;
+        }
+        return 0;
+}
+
+int seg_supervise(struct seg *s, struct seg_super *ret_other)
+{
+        struct seg_super *sup = &s->hdr->super;
+        struct timespec ts;
+        struct utsname u;
+        struct stat st;
+        int r;
+
+        if (s->readonly)
+                return -EROFS;
+        r = seg_lock_try(s, SEG_LOCK_SUPER);
+        if (r == -EAGAIN) {
+                /* The holder writes its record just after it takes the lock. */
+                for (int i = 0; i < 50 && !atomic_load_explicit(&sup->pid, memory_order_acquire); i++)
+                        usleep(2000);
+                uint32_t pid = atomic_load_explicit(&sup->pid, memory_order_acquire);
+                atomic_store_explicit(&ret_other->pid, pid, memory_order_relaxed);
+                ret_other->uid = sup->uid;
+                ret_other->pidns = sup->pidns;
+                ret_other->since_ns = sup->since_ns;
+                memcpy(ret_other->comm, sup->comm, sizeof(sup->comm));
+                memcpy(ret_other->host, sup->host, sizeof(sup->host));
+                ret_other->comm[sizeof(sup->comm) - 1] = 0;
+                ret_other->host[sizeof(sup->host) - 1] = 0;
+                return -EBUSY;
+        }
+        if (r < 0)
+                return r;
+        /* Ours now: whatever record is there is a dead supervisor's. */
+        atomic_store_explicit(&sup->pid, 0, memory_order_relaxed);
+        sup->uid = (uint32_t)geteuid();
+        sup->pidns = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sup->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        memset(sup->comm, 0, sizeof(sup->comm));
+        prctl(PR_GET_NAME, sup->comm, 0, 0, 0);
+        sup->comm[sizeof(sup->comm) - 1] = 0;
+        memset(sup->host, 0, sizeof(sup->host));
+        if (uname(&u) == 0)
+                memcpy(sup->host, u.nodename, sizeof(sup->host) - 1);
+        atomic_store_explicit(&sup->pid, (uint32_t)getpid(), memory_order_release);
+        return 0;
+}
+
+void seg_unsupervise(struct seg *s)
+{
+        if (s->readonly || s->fd < 0 || seg_lock_held_by_other(s, SEG_LOCK_SUPER) != 0)
+                return;
+        if (atomic_load_explicit(&s->hdr->super.pid, memory_order_relaxed) == (uint32_t)getpid())
+                atomic_store_explicit(&s->hdr->super.pid, 0, memory_order_release);
+        seg_lock_release(s, SEG_LOCK_SUPER);
 }
 
 int seg_unlink(const char *name)

@@ -24,7 +24,9 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      4u      /* 4: namespace generations (items, hash, table), ns lock and epoch */
+#define SEG_VERSION      5u      /* 5: namespace generations (items, hash, table), ns lock
+                                   and epoch; 4: supervisor record; 3: hazard pointers, hash
+                                   seed, relist bitmaps, recoverer line */
 #define SEG_HEADER_SIZE  4096u
 #define SEG_MAX_REGIONS  32u
 #define SEG_STATE_INIT   0x54494e49u   /* "INIT" */
@@ -35,6 +37,7 @@
 
 /* Byte offsets in the segment file used for OFD locks (never data). */
 #define SEG_LOCK_INIT       (1ull << 40)
+#define SEG_LOCK_SUPER      ((1ull << 40) + 1)  /* held by the segment's one supervisor */
 #define SEG_LOCK_SLOT_BASE  ((1ull << 40) + 4096)
 
 enum seg_huge {
@@ -71,9 +74,28 @@ enum {
 };
 
 /*
+ * The supervisor record, in the header's last bytes (outside the checksum).
+ * Written by the one stoad that holds the SEG_LOCK_SUPER byte lock, after it
+ * took the lock: the other fields first, then pid with a release store; it
+ * zeroes pid (release) before it lets the lock go. Read by a second stoad
+ * that finds the lock taken, to name the first (pid with acquire, then the
+ * rest). A supervisor killed with SIGKILL leaves its record but not its
+ * lock: a record whose lock is free is stale and is overwritten.
+ */
+struct seg_super {
+        _Atomic uint32_t pid;   /* in its own PID namespace; 0 = none */
+        uint32_t uid;
+        uint64_t pidns;         /* inode of its /proc/self/ns/pid */
+        uint64_t since_ns;      /* CLOCK_REALTIME when it took over */
+        char comm[16];
+        char host[64];
+};
+_Static_assert(sizeof(struct seg_super) == 104, "seg_super layout");
+
+/*
  * The header. Written once by the creator, before state becomes READY
  * (a release store); attachers load state with acquire and may then read the
- * rest. Nothing in it changes after that except `state`.
+ * rest. Nothing in it changes after that except `state` and `super`.
  */
 struct seg_header {
         char magic[8];
@@ -96,7 +118,8 @@ struct seg_header {
         uint64_t checksum;      /* FNV-1a of this struct with state and checksum zeroed */
         _Atomic uint32_t state; /* SEG_STATE_INIT, then SEG_STATE_READY */
         uint32_t pad0;
-        uint8_t reserved[SEG_HEADER_SIZE - 936];
+        uint8_t reserved[SEG_HEADER_SIZE - 936 - 104];
+        struct seg_super super;         /* not in the checksum: see above */
 };
 _Static_assert(sizeof(struct seg_header) == SEG_HEADER_SIZE, "header is one 4 KiB page");
 
@@ -142,6 +165,7 @@ struct seg {
         enum seg_backing backing;
         uint64_t page_size;
         char *path;             /* NULL for a memfd */
+        uint64_t dev, ino;              /* the file's identity, to notice its removal */
         pthread_mutex_t slot_mu;        /* guards held_slots */
         uint64_t *held_slots;           /* slots this process holds (bitmap) */
         uint32_t nheld_words;
@@ -183,6 +207,22 @@ void seg_close(struct seg *s);
 
 /* Remove a named segment's file. Mapped clients keep their mapping. */
 int seg_unlink(const char *name);
+
+/*
+ * Is the segment's file still the one under its name? 0 if so (or for a
+ * memfd), 1 if it was unlinked or the name now holds another file (with
+ * seg_errdetail() saying which). Two syscalls: callers rate-limit it.
+ */
+int seg_check_removed(struct seg *s);
+
+/*
+ * Become the segment's one supervisor: take SEG_LOCK_SUPER and write the
+ * record. 0; -EBUSY with *ret_other the record of the live supervisor that
+ * holds it; -EROFS on a read-only handle; -errno. The lock goes with the
+ * process (crash-safe); seg_unsupervise() gives it up before that.
+ */
+int seg_supervise(struct seg *s, struct seg_super *ret_other);
+void seg_unsupervise(struct seg *s);
 
 /* Resolve a bare name or path to the path of an existing segment file. */
 int seg_find(const char *name, char *buf, size_t len);

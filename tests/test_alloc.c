@@ -1996,6 +1996,34 @@ static void pt_stalethief_child(void *arg)
         raise(SIGKILL);
 }
 
+/*
+ * An allocation handed out, never published, from a span that then filled
+ * up; the slot goes idle and a thief disowns its spans (the full one goes
+ * on no list: no block of it is free). Then the slot is killed.
+ */
+static void pt_fullspan_child(void *arg)
+{
+        struct core_thread t;
+        struct core *c = pt_enter(&t);
+        uint32_t pg = UINT32_MAX;
+
+        (void)arg;
+        for (;;) {
+                uint64_t off;
+                CHECK_OK(al_alloc(&t.heap, 200, -1, &off));
+                if (pg == UINT32_MAX)
+                        pg = head_of(c, off);
+                CHECKF(head_of(c, off) == pg, "the span filled up unseen");
+                if (al_desc(&c->al, pg)->nfree == 0) {
+                        pt->off[0] = off;       /* journalled, not committed */
+                        break;
+                }
+                al_commit(&t.heap);
+        }
+        atomic_store(&pt->step, 1);
+        pause();                /* idle: the parent steals, then kills */
+}
+
 /* Remote free killed after the OR (row 6), or before it (row 5: `arg` non-NULL). */
 static void pt_rfree_child(void *arg)
 {
@@ -2405,6 +2433,39 @@ static void case_crash_points(void)
                        "the block is still allocated", steps[i]);
                 CHECK_EQ(used_bytes(c), al_class_size[k]);
                 CHECK_OK(al_free(&t.heap, keep));
+                CHECK_EQ(used_bytes(c), 0);
+                CHECK_CLEAN(c);
+        }
+
+        /*
+         * The same allocation, but its span was disowned while full before
+         * the slot died: recovery frees the block as a remote free, which
+         * lists the span. Killed between the two, the redo must list it.
+         */
+        for (unsigned i = 0; i < 2; i++) {
+                atomic_store(&pt->step, 0);
+                pt->published = false;
+                pid_t pid = spawn(pt_fullspan_child, NULL);
+                pt_wait(1);
+                slot = pt->slot;
+                pg = head_of(c, pt->off[0]);
+                al_steal_idle(&t.heap);
+                CHECKF(al_desc(&c->al, pg)->owner == 0 && !al_desc(&c->al, pg)->full,
+                       "the full span was not disowned (owner %u, full %u)",
+                       al_desc(&c->al, pg)->owner, al_desc(&c->al, pg)->full);
+                kill(pid, SIGKILL);
+                expect_killed(pid);
+                bool hit = i == 0 || recover_killed_at(slot, "journal-acted");
+                if (hit)
+                        pt_recover(c, slot);
+                CHECKF(!block_allocated(c, pt->off[0]), "unpublished block of a disowned span "
+                       "kept (recovery %s)", i ? "killed after its remote free, redone" : "whole");
+                CHECK_CLEAN(c);
+                const struct page_desc *d = al_desc(&c->al, pg);
+                uint64_t base = al_page_off(&c->al, pg) + AL_SLAB_HDR + AL_STAMP_SIZE;
+                for (uint32_t b = 0; b < d->capacity; b++)
+                        if (block_allocated(c, base + (uint64_t)b * d->block_size))
+                                CHECK_OK(al_free(&t.heap, base + (uint64_t)b * d->block_size));
                 CHECK_EQ(used_bytes(c), 0);
                 CHECK_CLEAN(c);
         }

@@ -42,6 +42,11 @@
  *   scribble_*        random bytes over a live segment (the middle of the heap, the
  *                     index, words over heap/index/page descriptors/cache header):
  *                     errors or values, never a crash or a hang; stoa_check > 0
+ *   open_rdonly       uid nobody on a 0644 segment: -EACCES naming the file read-write,
+ *                     STOA_OPEN_RDONLY inspects without a slot, every other call -EROFS
+ *   removed           the file unlinked or replaced: STOA_E_REMOVED within 1.5 s
+ *   size_limits       STOA_SIZE_MIN and STOA_SIZE_MAX refused outside, named in the detail
+ *   strerror_own      every errno-range code stoa returns has stoa's own sentence
  *
  * Every case runs in a process of its own (run_case), in a fresh $STOA_DIR,
  * so a crash in one is reported as that case's failure and hides nothing
@@ -80,7 +85,7 @@
 
 #define KiB             (1ull << 10)
 #define MiB             (1ull << 20)
-#define SEG_SMALL       (8 * MiB)
+#define SEG_SMALL       (16 * MiB)     /* STOA_SIZE_MIN */
 #define SEG_MED         (16 * MiB)
 #define SEG_BIG         (32 * MiB)
 #define NSLOTS          32u
@@ -500,7 +505,7 @@ static void case_open_args(void)
         CHECK_ERR(stoa_open(&c, NULL, NULL), -EINVAL);
         CHECK(c == sentinel);
 
-        o.flags = STOA_OPEN_NOHUGE | 0x8u;
+        o.flags = STOA_OPEN_NOHUGE | 0x10u;
         CHECK_ERR(stoa_open(&c, "args", &o), -EINVAL);
         o.flags = 0x80000000u;
         CHECK_ERR(stoa_open(&c, "args", &o), -EINVAL);
@@ -1455,7 +1460,7 @@ static void case_stopped_reader(void)
         }
         REAP_OK(writer, "writer while a reader is stopped");
         CHECKF(res->first_err == 0 && res->ok_sets == 2000,
-               "with a reader stopped in the middle of a read, SET %u of 64 KiB into an 8 MiB "
+               "with a reader stopped in the middle of a read, SET %u of 64 KiB into a 16 MiB "
                "segment failed with %d (%s): a stopped reader must hold back only its item",
                res->ok_sets, res->first_err, stoa_strerror(res->first_err));
         /* It may have been evicted (its memory waits for the reader), never torn or blocked. */
@@ -3509,6 +3514,175 @@ static void case_scribble_middle(void) { scribble_case(SCR_MIDDLE); }
 static void case_scribble_index(void) { scribble_case(SCR_INDEX); }
 static void case_scribble_words(void) { scribble_case(SCR_WORDS); }
 
+/* ==== 26. read-only users, removed files, limits, stoa's own sentences ===== */
+
+/* Clients alive in the segment, as stoa_info() counts them. */
+static uint32_t clients_of(struct stoa *c)
+{
+        struct stoa_info *in = info_of(c);
+        uint32_t n = in->clients;
+
+        free(in);
+        return n;
+}
+
+static int count_listed(const struct stoa_client *cl, void *arg)
+{
+        (void)cl;
+        (*(unsigned *)arg)++;
+        return 0;
+}
+
+static void case_open_rdonly(void)
+{
+        struct stoa_options o = opts(SEG_SMALL, NULL);
+        struct stoa *c;
+        char path[PATH_MAX];
+        pid_t pid;
+
+        o.mode = 0644;
+        CHECK_ERR(stoa_open(&c, "shared", &o), 0);
+        SET_STR(c, "k", "v");
+        o.mode = 0600;
+        struct stoa *priv;
+        CHECK_ERR(stoa_open(&priv, "private", &o), 0);
+        path_in("shared", path, sizeof(path));
+        uint32_t before = clients_of(c);
+
+        pid = fork_child();
+        if (pid == 0) {
+                struct stoa_options ro = { .flags = STOA_OPEN_RDONLY };
+                struct stoa *d = NULL;
+                struct stoa_info in;
+                char buf[16];
+                size_t vl;
+                CHECK_SYS(setgroups(0, NULL));
+                CHECK_SYS(setgid(NOBODY));
+                CHECK_SYS(setuid(NOBODY));
+                /* Read-write is refused, naming the file and the access needed. */
+                CHECK_ERR(stoa_open(&d, "shared", NULL), -EACCES);
+                CHECKF(strstr(stoa_errdetail(), path) && strstr(stoa_errdetail(), "read-write"),
+                       "detail '%s' names neither %s nor the access", stoa_errdetail(), path);
+                /* Read-only inspects, without a slot. */
+                CHECK_ERR(stoa_open(&d, "shared", &ro), 0);
+                CHECK_ERR(stoa_info(d, &in), 0);
+                CHECK_INT(in.clients, ==, before);
+                CHECK_INT(in.items, ==, 1);
+                CHECK_CLEAN(d);
+                unsigned listed = 0;
+                CHECK_ERR(stoa_clients(d, count_listed, &listed), 0);
+                CHECK_INT(listed, >=, before);
+                /* Anything that would write the mapping (a slot, a count) is refused. */
+                CHECK_ERR(stoa_set(d, KS("k"), "x", 1, 0), -EROFS);
+                CHECK_ERR(stoa_get(d, KS("k"), buf, sizeof(buf), &vl), -EROFS);
+                CHECK_ERR(stoa_del(d, KS("k")), -EROFS);
+                CHECK_ERR(stoa_sweep(d), -EROFS);
+                CHECK_ERR(stoa_info(d, &in), 0);
+                CHECK_INT(in.clients, ==, before);
+                stoa_close(d);
+                /* Read-only still needs read permission: said so. */
+                CHECK_ERR(stoa_open(&d, "private", &ro), -EACCES);
+                CHECKF(strstr(stoa_errdetail(), "needs read access"), "detail '%s'",
+                       stoa_errdetail());
+                /* RDONLY never creates. */
+                CHECK_ERR(stoa_open(&d, "absent", &ro), -ENOENT);
+                _exit(0);
+        }
+        REAP_OK(pid, "read-only child as uid nobody");
+        EXPECT_STR(c, "k", "v");
+        stoa_close(priv);
+        stoa_close(c);
+}
+
+static void case_removed(void)
+{
+        struct stoa *c = OPEN("gone", SEG_SMALL), *d;
+        char path[PATH_MAX], buf[16];
+        size_t vl;
+        int r = 0;
+
+        path_in("gone", path, sizeof(path));
+        SET_STR(c, "k", "v");
+        CHECK_SYS(unlink(path));
+        /* Within about a second (1.5 s allowed) a write says so. */
+        for (int ms = 0; ms <= 1500; ms += 50) {
+                r = stoa_set(c, KS("k"), "w", 1, 0);
+                if (r == STOA_E_REMOVED)
+                        break;
+                CHECK_ERR(r, 0);
+                usleep(50 * 1000);
+        }
+        CHECK_ERR(r, STOA_E_REMOVED);
+        /* From then on every call, reads too. */
+        CHECK_ERR(stoa_get(c, KS("k"), buf, sizeof(buf), &vl), STOA_E_REMOVED);
+        CHECK_ERR(stoa_del(c, KS("k")), STOA_E_REMOVED);
+        CHECK(strstr(stoa_strerror(STOA_E_REMOVED), "reopen") != NULL);
+        /* Reopening gives the new segment under the name; a replaced file is noticed too. */
+        d = OPEN("gone", SEG_SMALL);
+        CHECK_ERR(stoa_get(d, KS("k"), buf, sizeof(buf), &vl), -ENOENT);
+        SET_STR(d, "k", "new");
+        char tmp[PATH_MAX + 8];
+        snprintf(tmp, sizeof(tmp), "%s.old", path);
+        CHECK_SYS(link(path, tmp));
+        CHECK_SYS(unlink(path));
+        struct stoa *e = OPEN("gone", SEG_SMALL);       /* another file under the name */
+        for (int ms = 0; ms <= 1500; ms += 50) {
+                r = stoa_set(d, KS("k"), "w", 1, 0);
+                if (r == STOA_E_REMOVED)
+                        break;
+                usleep(50 * 1000);
+        }
+        CHECK_ERR(r, STOA_E_REMOVED);
+        SET_STR(e, "k", "fine");
+        stoa_close(e);
+        stoa_close(d);
+        stoa_close(c);
+}
+
+static void case_size_limits(void)
+{
+        struct stoa_options o = opts(8 * MiB, NULL);
+        struct stoa *c = NULL;
+        char path[PATH_MAX];
+
+        path_in("small", path, sizeof(path));
+        CHECK_ERR(stoa_open(&c, "small", &o), -EINVAL);
+        CHECKF(strstr(stoa_errdetail(), "STOA_SIZE_MIN (16 MiB)"), "detail '%s'",
+               stoa_errdetail());
+        CHECKF(access(path, F_OK) != 0, "a refused size created %s", path);
+        o.size = STOA_SIZE_MIN - 4096;
+        CHECK_ERR(stoa_open(&c, "small", &o), -EINVAL);
+        o.size = STOA_SIZE_MAX + 1;
+        CHECK_ERR(stoa_open(&c, "small", &o), -EINVAL);
+        CHECKF(strstr(stoa_errdetail(), "STOA_SIZE_MAX"), "detail '%s'", stoa_errdetail());
+        CHECK(c == NULL);
+        /* The minimum works with the default 256 slots. */
+        o = (struct stoa_options){ .size = STOA_SIZE_MIN, .flags = STOA_OPEN_NOHUGE };
+        CHECK_ERR(stoa_open(&c, "small", &o), 0);
+        SET_STR(c, "k", "v");
+        CHECK_CLEAN(c);
+        stoa_close(c);
+}
+
+/* Each errno-range code stoa returns has stoa's sentence, not the C library's. */
+static void case_strerror_own(void)
+{
+        static const int codes[] = {
+                EINVAL, ENOENT, EEXIST, E2BIG, ESTALE, ENOBUFS, ENOMEM, EAGAIN, EMFILE,
+                EACCES, EROFS, ENOSPC, EDOM, ERANGE, ENODEV, ETIMEDOUT,
+        };
+
+        for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+                const char *s = stoa_strerror(-codes[i]), *libc = strerrordesc_np(codes[i]);
+                CHECKF(s && *s && strcmp(s, libc) != 0, "stoa_strerror(-%s) is libc's '%s'",
+                       strerrorname_np(codes[i]), s);
+        }
+        CHECK(strstr(stoa_strerror(-E2BIG), "4096") != NULL);
+        CHECK(strstr(stoa_strerror(-ESTALE), "version") != NULL);
+        CHECK(strstr(stoa_strerror(-ENOENT), "not found") != NULL);
+        CHECK(strstr(stoa_strerror(-EAGAIN), "retry") != NULL);
+}
+
 /* ==== runner ================================================================ */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -3598,6 +3772,10 @@ CASE(check_clients)
 CASE(scribble_middle)
 CASE(scribble_index)
 CASE(scribble_words)
+CASE(open_rdonly)
+CASE(removed)
+CASE(size_limits)
+CASE(strerror_own)
 
 /* An optional argument runs only the tests whose names match it (cmocka's filter). */
 int main(int argc, char **argv)
@@ -3639,6 +3817,10 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_scribble_middle),
                 cmocka_unit_test(test_scribble_index),
                 cmocka_unit_test(test_scribble_words),
+                cmocka_unit_test(test_open_rdonly),
+                cmocka_unit_test(test_removed),
+                cmocka_unit_test(test_size_limits),
+                cmocka_unit_test(test_strerror_own),
         };
 
         if (argc > 1)

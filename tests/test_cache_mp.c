@@ -2,7 +2,7 @@
  * tests/test_cache_mp.c: the cache under many processes, through the public API.
  *
  * Every case runs in its own process (run_case) on its own segment in a
- * private $STOA_DIR, small enough (8-16 MiB) that memory is full and
+ * private $STOA_DIR, small enough (16 MiB) that memory is full and
  * eviction and reclamation run all the time, except the one crash variant
  * that is sized (64 MiB) so that nothing is ever evicted. Workers are
  * forked processes that open their own handle by name, as clients do. The bookkeeping they share
@@ -2096,7 +2096,7 @@ static void case_crash_noevict(void)
 /* ==== 3. a stopped reader ================================================= */
 
 static const struct mp_cfg stopped_cfg = {
-        .name = "stopped", .seg_size = 8 * MiB,
+        .name = "stopped", .seg_size = 16 * MiB,
         .nkeys = 3000, .nown = 3000, .nctr = 0, .nwriters = 1, .nroles = 2,
         .write_pct = 100, .mget_pct = 70,
         .min_len = 1024, .small_max = 4096, .big_max = MAXV,
@@ -2338,10 +2338,11 @@ static void case_stopped(void)
  * unusable: a writer that comes later must be able to store its values,
  * evicting whatever it has to, and fill at least half of the heap with them.
  * Two idle clients, each one value of every size class (about 35 values,
- * 300 KiB), then 8000 sets of 1000 bytes over 4000 keys.
+ * 300 KiB), then 8000 sets of 3000 bytes over 4000 keys (12 MB: more than
+ * the 10 MiB heap of a 16 MiB segment, STOA_SIZE_MIN, holds).
  */
 static const struct mp_cfg idle_cfg = {
-        .name = "idle", .seg_size = 8 * MiB,
+        .name = "idle", .seg_size = 16 * MiB,
         .nkeys = 4000, .nown = 4000, .nwriters = 1, .nroles = 1, .small_max = 4096, .evict = true,
 };
 
@@ -2367,7 +2368,7 @@ static void idle_child(void *arg)
 
 static void case_idle(void)
 {
-        uint8_t v[1000];
+        uint8_t v[3000];
         char key[KLEN + 1];
         pid_t idle[2];
         struct stoa_info in;
@@ -2394,7 +2395,7 @@ static void case_idle(void)
                         retried++;
                         if (now_ns() - first > SEC) {
                                 dump_segment(H, "a set kept failing");
-                                fail_at(__FILE__, __LINE__, "set #%u of 1000 bytes fails with %s for a second, "
+                                fail_at(__FILE__, __LINE__, "set #%u of 3000 bytes fails with %s for a second, "
                                         "%u stored before; two idle clients hold the heap", i, stoa_strerror(r),
                                         stored);
                         }
@@ -2404,7 +2405,7 @@ static void case_idle(void)
                 stored++;
         }
         in = info_now();
-        fprintf(stderr, "  idle: a third client stored 8000 values of 1000 bytes (%u retries): %llu items "
+        fprintf(stderr, "  idle: a third client stored 8000 values of 3000 bytes (%u retries): %llu items "
                 "(%llu bytes), %llu evictions, heap used %llu free %llu of %llu\n", retried,
                 (unsigned long long)in.items, (unsigned long long)in.item_bytes,
                 (unsigned long long)in.evictions, (unsigned long long)in.used_bytes,

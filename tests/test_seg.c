@@ -1439,7 +1439,7 @@ static void strerror_codes(struct tctx *t)
         (void)t;
         for (int e = STOA_E_FOREIGN; e >= STOA_E_LAST; e--)
                 codes[n++] = e;
-        CHECK_INT(n, ==, 8);
+        CHECK_INT(n, ==, 9);
         codes[n++] = -EACCES;
         codes[n++] = -ENOENT;
         for (int i = 0; i < n; i++) {

@@ -855,7 +855,7 @@ static void case_kill(void)
 
 static void case_kill_evict(void)
 {
-        run_kill_storm(8 * MiB, true, "kill-evict");
+        run_kill_storm(16 * MiB, true, "kill-evict");
 }
 
 /* ---- the stop storm ------------------------------------------------------ */

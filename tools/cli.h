@@ -1,31 +1,48 @@
 /*
- * tools/cli.h: small helpers shared by the programs (stoad, the benchmarks).
+ * tools/cli.h: the one parser of the programs' command lines (stoad, stoa,
+ * the benchmarks): sizes, file modes and durations.
+ *
+ * Each parser takes the whole argument and either gives a value in range or
+ * fails with a sentence (cli_error()) that says what was wrong and what the
+ * limits are, so that no program turns "abc", "-1" or "999" into something
+ * else (0, a busy loop, a mode nobody asked for) without a word.
  */
 #ifndef STOA_TOOLS_CLI_H
 #define STOA_TOOLS_CLI_H
 
-#include <errno.h>
 #include <stdint.h>
-#include <stdlib.h>
 
-/* "4096", "64k", "256M", "1g" to bytes. 0 or -EINVAL (empty, junk after it). */
-static inline int cli_parse_size(const char *s, uint64_t *out)
-{
-        char *end;
-        unsigned long long v = strtoull(s, &end, 10);
+/*
+ * "4096", "64k", "256M", "1g", "2T" (also "64KiB", "64MB": powers of 1024) to
+ * bytes. 0, -EINVAL (empty, a sign, junk after it) or -ERANGE (over 2^64).
+ * Any value, 0 included: the caller says what range it accepts.
+ */
+int cli_parse_size(const char *s, uint64_t *ret);
 
-        if (end == s)
-                return -EINVAL;
-        switch (*end) {
-        case 'k': case 'K': v <<= 10; end++; break;
-        case 'm': case 'M': v <<= 20; end++; break;
-        case 'g': case 'G': v <<= 30; end++; break;
-        default: break;
-        }
-        if (*end)
-                return -EINVAL;
-        *out = v;
-        return 0;
-}
+/*
+ * A size in [min, max]: 0 or -1 with cli_error() set, e.g. "--size '-5m': not
+ * a size; give bytes with an optional k, m, g or t suffix, from 16 MiB to 64 TiB".
+ * `what` names the option in the message.
+ */
+int cli_size(const char *what, const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+
+/*
+ * A file mode: 3 or 4 octal digits, permission bits only (at most 0777), and
+ * read-write for the owner (the creator must map it). 0 or -1 with cli_error().
+ */
+int cli_mode(const char *what, const char *s, uint32_t *ret);
+
+/*
+ * A duration: a decimal number with an optional unit (ms, s, m, h; seconds if
+ * none), e.g. "1", "0.25", "500ms", in [min_ns, max_ns]. 0 or -1 with cli_error().
+ */
+int cli_duration(const char *what, const char *s, uint64_t min_ns, uint64_t max_ns,
+                 uint64_t *ret_ns);
+
+/* "16 MiB", "1.5 GiB", "4096 B": bytes for a message. Returns buf. */
+const char *cli_bytes(char *buf, unsigned long len, uint64_t v);
+
+/* The last parser's complaint (a static buffer: the programs parse in one thread). */
+const char *cli_error(void);
 
 #endif /* STOA_TOOLS_CLI_H */

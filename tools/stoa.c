@@ -9,9 +9,11 @@
  * It uses only the public API (stoa/stoa.h), so what it shows is what any
  * client can see. Every verb but create attaches with STOA_OPEN_NOCREATE:
  * inspecting a name that does not exist must never leave a segment behind.
- * get/set/del take a client slot like any client; whether stat, clients and
- * check do is the library's business, so the tool's own slot, if listed, is
- * marked rather than assumed.
+ * get/set/del take a client slot like any client; stat, clients, check and
+ * rm attach with STOA_OPEN_RDONLY: a read-only mapping, no slot, nothing
+ * counted or recovered, so a user who may only read the file can inspect it.
+ * rm removes a segment's file only when no live client is attached, since
+ * those would keep the old file while new clients created another.
  */
 #include "tools/cli.h"
 #include "stoa/stoa.h"
@@ -32,7 +34,8 @@
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* Options, and which verbs accept them. */
-enum { OPT_JSON = 1u << 0, OPT_NS = 1u << 1, OPT_TTL = 1u << 2, OPT_SIZE = 1u << 3 };
+enum { OPT_JSON = 1u << 0, OPT_NS = 1u << 1, OPT_TTL = 1u << 2, OPT_SIZE = 1u << 3,
+       OPT_FORCE = 1u << 4 };
 
 struct args {
         const char *name;       /* segment */
@@ -42,6 +45,7 @@ struct args {
         uint64_t size;
         unsigned seen;          /* OPT_* given */
         bool json;
+        bool force;
 };
 
 static void usage(FILE *f)
@@ -58,7 +62,10 @@ static void usage(FILE *f)
                 "       stoa clients NAME [--json]      the client slots in use, alive or dead\n"
                 "       stoa check NAME                 verify every invariant of the segment\n"
                 "       stoa create NAME [--size BYTES[k|m|g]]\n"
-                "                                       create an empty segment (default 256m)\n"
+                "                                       create an empty segment (default 256m;\n"
+                "                                       16m to 64t)\n"
+                "       stoa rm NAME [--force]          remove a segment; refused while live\n"
+                "                                       clients are attached, unless --force\n"
                 "A bare NAME lives in $STOA_DIR (else a hugetlbfs mount, else /dev/shm/stoa);\n"
                 "a NAME with a '/' is a path. Only create makes a segment; every other verb\n"
                 "attaches to an existing one. Put '--' before a KEY or VALUE that starts\n"
@@ -171,12 +178,14 @@ static int open_seg(struct stoa **ret, const char *name, const char *ns, uint32_
                 fprintf(stderr, "stoa: namespace name longer than %u bytes\n", STOA_KEY_MAX);
                 return EXIT_RUNTIME;
         }
+        if (r == -ENOENT) {
+                fprintf(stderr, "stoa: segment %s: no such segment (create it with stoad or "
+                        "'stoa create')\n", name);
+                return EXIT_RUNTIME;
+        }
         if (r < 0) {
-                fprintf(stderr, "stoa: segment %s: %s%s\n", name, stoa_strerror(r),
-                        r == -ENOENT ? " (no such segment; create it with stoad or 'stoa create')"
-                        : r == -ENOSPC && !(flags & STOA_OPEN_NOCREATE)
-                                ? " (or --size is too small for the slot table and index)"
-                                : "");
+                fprintf(stderr, "stoa: segment %s: %s%s%s\n", name, stoa_strerror(r),
+                        *stoa_errdetail() ? ": " : "", stoa_errdetail());
                 return EXIT_RUNTIME;
         }
         return 0;
@@ -191,6 +200,9 @@ static int key_error(const char *verb, const char *key, int r)
                 fputs("...", stderr);
         if (r == -ENOENT)
                 fputs(": not found\n", stderr);
+        else if (r == -E2BIG && strlen(key) > STOA_KEY_MAX)
+                fprintf(stderr, ": %s failed: key is %zu bytes; the limit is %u\n", verb,
+                        strlen(key), STOA_KEY_MAX);
         else
                 fprintf(stderr, ": %s failed: %s\n", verb, stoa_strerror(r));
         return EXIT_RUNTIME;
@@ -582,7 +594,14 @@ static int cmd_check(struct stoa *c, const struct args *a)
                 return EXIT_RUNTIME;
         }
         if (r == 0) {
-                printf("segment %s: consistent\n", a->name);
+                /* Dead clients' journals were judged as their recovery will settle them. */
+                struct stoa_info in;
+                if (stoa_info(c, &in) == 0 && in.dead_clients)
+                        printf("segment %s: consistent (%" PRIu32 " dead client(s) awaiting "
+                               "recovery; checked as their recovery will leave it)\n", a->name,
+                               in.dead_clients);
+                else
+                        printf("segment %s: consistent\n", a->name);
                 return 0;
         }
         if (reported < (unsigned)r)
@@ -620,6 +639,78 @@ static int cmd_create(const struct args *a)
         return 0;
 }
 
+/* ---- rm ---- */
+
+struct rm_ctx {
+        unsigned alive;
+        char who[512];          /* "pid 12 (stoad), pid 40 (app), ..." */
+};
+
+static int rm_client(const struct stoa_client *cl, void *arg)
+{
+        struct rm_ctx *x = arg;
+        size_t len = strlen(x->who);
+        char comm[sizeof cl->comm + 1];
+
+        if (!cl->alive)
+                return 0;
+        snprintf(comm, sizeof comm, "%.*s", (int)strnlen(cl->comm, sizeof cl->comm), cl->comm);
+        for (char *p = comm; *p; p++)
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                        *p = '?';
+        if (len < sizeof x->who - 64)
+                snprintf(x->who + len, sizeof x->who - len, "%spid %" PRIu32 " (%s)",
+                         x->alive ? ", " : "", cl->pid, comm);
+        else if (len < sizeof x->who - 4 && !strstr(x->who, "..."))
+                snprintf(x->who + len, sizeof x->who - len, ", ...");
+        x->alive++;
+        return 0;
+}
+
+/*
+ * Remove the segment's file, unless live clients are attached. There is a
+ * window between the look and the unlink in which a client may attach; it
+ * then gets STOA_E_REMOVED within a second of its next write.
+ */
+static int cmd_rm(const struct args *a)
+{
+        static struct stoa_info in;
+        struct rm_ctx x = { 0 };
+        struct stoa *c;
+        char path[sizeof in.path + 1];
+        int r;
+
+        if ((r = open_seg(&c, a->name, NULL, STOA_OPEN_RDONLY, 0)))
+                return r;
+        if ((r = stoa_info(c, &in)) == 0)
+                r = stoa_clients(c, rm_client, &x);
+        stoa_close(c);
+        if (r < 0) {
+                fprintf(stderr, "stoa: segment %s: cannot list its clients: %s\n", a->name,
+                        stoa_strerror(r));
+                return EXIT_RUNTIME;
+        }
+        snprintf(path, sizeof path, "%.*s", (int)strnlen(in.path, sizeof in.path), in.path);
+        if (x.alive && !a->force) {
+                fprintf(stderr, "stoa: segment %s is in use by %u live client(s): %s; stop "
+                        "them first (or --force: they keep the old file and get "
+                        "STOA_E_REMOVED)\n", path, x.alive, x.who);
+                return EXIT_RUNTIME;
+        }
+        if (unlink(path) != 0) {
+                fprintf(stderr, "stoa: cannot remove %s: %s%s\n", path, strerror(errno),
+                        errno == EACCES || errno == EPERM
+                                ? " (needs write access to its directory)" : "");
+                return EXIT_RUNTIME;
+        }
+        if (x.alive)
+                printf("removed %s; %u live client(s) still attached to the old file: %s\n",
+                       path, x.alive, x.who);
+        else
+                printf("removed %s\n", path);
+        return 0;
+}
+
 /* ---- command line ---- */
 
 static const struct verb {
@@ -627,19 +718,22 @@ static const struct verb {
         int nargs;              /* after NAME */
         unsigned opts;          /* OPT_* accepted */
         int (*run)(struct stoa *c, const struct args *a);
+        uint32_t flags;         /* STOA_OPEN_* besides NOCREATE */
+        int (*run_name)(const struct args *a);  /* instead of run: opens itself */
 } verbs[] = {
-        { "stat", 0, OPT_JSON, cmd_stat },
-        { "get", 1, OPT_NS, cmd_get },
-        { "set", 2, OPT_NS | OPT_TTL, cmd_set },
-        { "del", 1, OPT_NS, cmd_del },
-        { "ns", 1, 0, cmd_ns },                 /* list | drop NS (2) */
-        { "flush", 0, 0, cmd_flush },
-        { "clients", 0, OPT_JSON, cmd_clients },
-        { "check", 0, 0, cmd_check },
-        { "create", 0, OPT_SIZE, NULL },
+        { "stat", 0, OPT_JSON, cmd_stat, STOA_OPEN_RDONLY, NULL },
+        { "get", 1, OPT_NS, cmd_get, 0, NULL },
+        { "set", 2, OPT_NS | OPT_TTL, cmd_set, 0, NULL },
+        { "del", 1, OPT_NS, cmd_del, 0, NULL },
+        { "ns", 1, 0, cmd_ns, 0, NULL },        /* list | drop NS (2) */
+        { "flush", 0, 0, cmd_flush, 0, NULL },
+        { "clients", 0, OPT_JSON, cmd_clients, STOA_OPEN_RDONLY, NULL },
+        { "check", 0, 0, cmd_check, STOA_OPEN_RDONLY, NULL },
+        { "create", 0, OPT_SIZE, NULL, 0, cmd_create },
+        { "rm", 0, OPT_FORCE, NULL, 0, cmd_rm },
 };
 
-static const char *const opt_names[] = { "--json", "--ns", "--ttl", "--size" };
+static const char *const opt_names[] = { "--json", "--ns", "--ttl", "--size", "--force" };
 
 /* Options anywhere on the line (GNU getopt permutes). 0, -1 (--help) or EXIT_USAGE. */
 static int parse_opts(int argc, char **argv, struct args *a)
@@ -649,6 +743,7 @@ static int parse_opts(int argc, char **argv, struct args *a)
                 { "ns", required_argument, NULL, 'n' },
                 { "ttl", required_argument, NULL, 't' },
                 { "size", required_argument, NULL, 's' },
+                { "force", no_argument, NULL, 'f' },
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
@@ -657,7 +752,7 @@ static int parse_opts(int argc, char **argv, struct args *a)
         int opt;
 
         opterr = 0;
-        while ((opt = getopt_long(argc, argv, ":jn:t:s:h", lopts, NULL)) != -1) {
+        while ((opt = getopt_long(argc, argv, ":jn:t:s:fh", lopts, NULL)) != -1) {
                 switch (opt) {
                 case 'j': a->json = true; a->seen |= OPT_JSON; break;
                 case 'n': a->ns = optarg; a->seen |= OPT_NS; break;
@@ -670,10 +765,12 @@ static int parse_opts(int argc, char **argv, struct args *a)
                         a->seen |= OPT_TTL;
                         break;
                 case 's':
-                        if (cli_parse_size(optarg, &a->size) < 0 || a->size == 0)
-                                return usage_error("bad --size '%s'", optarg);
+                        if (cli_size("--size", optarg, STOA_SIZE_MIN, STOA_SIZE_MAX,
+                                     &a->size) < 0)
+                                return usage_error("%s", cli_error());
                         a->seen |= OPT_SIZE;
                         break;
+                case 'f': a->force = true; a->seen |= OPT_FORCE; break;
                 case 'h': return -1;
                 case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
                 default: return usage_error("unknown option '%s'", argv[optind - 1]);
@@ -687,9 +784,9 @@ static int run(const struct verb *v, struct args *a)
         struct stoa *c;
         int r;
 
-        if (!v->run)
-                return cmd_create(a);
-        if ((r = open_seg(&c, a->name, a->ns, STOA_OPEN_NOCREATE, 0)))
+        if (v->run_name)
+                return v->run_name(a);
+        if ((r = open_seg(&c, a->name, a->ns, STOA_OPEN_NOCREATE | v->flags, 0)))
                 return r;
         r = v->run(c, a);
         stoa_close(c);
@@ -734,7 +831,7 @@ int main(int argc, char **argv)
                         arg_names[v->nargs]);
                 return EXIT_USAGE;
         }
-        for (unsigned i = 0; i < 4; i++)
+        for (unsigned i = 0; i < sizeof opt_names / sizeof opt_names[0]; i++)
                 if ((a.seen & (1u << i)) && !(v->opts & (1u << i))) {
                         fprintf(stderr, "stoa: %s does not take %s (try 'stoa --help')\n",
                                 v->name, opt_names[i]);

@@ -32,7 +32,8 @@ extern "C" {
 #define STOA_E_NOHUGE     (-(STOA_E_BASE + 6)) /* hugepages were required and are not available */
 #define STOA_E_NOSLOT     (-(STOA_E_BASE + 7)) /* every client slot of the segment is in use */
 #define STOA_E_FORKED     (-(STOA_E_BASE + 8)) /* handle inherited across fork(); open a new one */
-#define STOA_E_LAST       (-(STOA_E_BASE + 8))
+#define STOA_E_REMOVED    (-(STOA_E_BASE + 9)) /* the segment file was removed or replaced; reopen */
+#define STOA_E_LAST       (-(STOA_E_BASE + 9))
 
 /*
  * stoa_strerror() - describe an error code
@@ -41,6 +42,16 @@ extern "C" {
  * function, including plain negative errnos. Never NULL. Thread-safe.
  */
 STOA_API const char *stoa_strerror(int err);
+
+/*
+ * stoa_errdetail() - what the last failed stoa_open() on this thread found
+ *
+ * A sentence naming the file and what was wrong with it, e.g.
+ * "/dev/shm/stoa/default: permission denied (needs read-write access; mode
+ * 0644, owner uid 0)", or "" if there is nothing to add to stoa_strerror().
+ * Valid until the next stoa call on this thread. Never NULL. Thread-safe.
+ */
+STOA_API const char *stoa_errdetail(void);
 
 /* ======================================================================
  * The cache
@@ -56,7 +67,8 @@ STOA_API const char *stoa_strerror(int err);
 struct stoa;
 
 struct stoa_options {           /* callers use designated initializers */
-        uint64_t size;          /* segment size in bytes if this call creates it; 0 = 256 MiB */
+        uint64_t size;          /* segment size in bytes if this call creates it; 0 = 256 MiB;
+                                   else STOA_SIZE_MIN to STOA_SIZE_MAX */
         uint32_t flags;         /* STOA_OPEN_* */
         uint32_t mode;          /* file mode if this call creates it; 0 = 0600 */
         const char *ns;         /* namespace (keyspace) for this handle; NULL, "" or
@@ -69,6 +81,10 @@ struct stoa_options {           /* callers use designated initializers */
 #define STOA_OPEN_NOCREATE  0x1u  /* attach only: -ENOENT if the segment does not exist */
 #define STOA_OPEN_HUGE      0x2u  /* creating: fail with STOA_E_NOHUGE without hugepages */
 #define STOA_OPEN_NOHUGE    0x4u  /* creating: never use hugepages */
+#define STOA_OPEN_RDONLY    0x8u  /* inspect only: map read-only, take no slot (implies NOCREATE) */
+
+#define STOA_SIZE_MIN       (16ull << 20) /* smallest segment: slot table, index, a heap */
+#define STOA_SIZE_MAX       (64ull << 40) /* largest: item offsets are 47 bits */
 
 #define STOA_KEY_MAX        4096u /* longest key, bytes */
 #define STOA_NS_MAX         31u   /* named namespaces a segment can hold */
@@ -82,11 +98,17 @@ struct stoa_options {           /* callers use designated initializers */
  * opts->size. opts may be NULL (all defaults). On success *ret is a handle
  * to pass to stoa_close().
  *
- * Errors: -EINVAL (NULL ret or name, unknown flags), -ENOENT (NOCREATE and
- * no such segment), -EACCES, -E2BIG (opts->ns longer than STOA_KEY_MAX),
- * -ENOSPC (size too small for the slot table and index: at least 16 MiB
- * with the default 256 slots), STOA_E_* when the file is not a usable
- * segment.
+ * With STOA_OPEN_RDONLY the handle only reads: stoa_info(), stoa_clients()
+ * and stoa_check() work (a user with read permission alone may inspect a
+ * segment), every other call returns -EROFS; it needs only read access to
+ * the file and takes no client slot.
+ *
+ * Errors: -EINVAL (NULL ret or name, unknown flags, size outside
+ * STOA_SIZE_MIN..STOA_SIZE_MAX), -ENOENT (NOCREATE and no such segment),
+ * -EACCES, -E2BIG (opts->ns longer than STOA_KEY_MAX), -ENOSPC (the slot
+ * table and index do not fit: many slots in a small segment), STOA_E_*
+ * when the file is not a usable segment. stoa_errdetail() names the file
+ * and says what was found (for -EACCES: the access needed).
  */
 STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_options *opts);
 
@@ -420,6 +442,15 @@ STOA_API int stoa_sweep(struct stoa *c);
  *   value larger than a few MiB in a small segment may evict most others.
  * - A segment file scribbled on by another process gives errors or wrong
  *   values, not crashes; `stoa check` (stoa_check()) reports the damage.
+ * - Removing a segment file while it is in use (`rm`, or another program
+ *   replacing it) would split its users: those attached keep the old file,
+ *   the next stoa_open() creates a new one. Each handle checks, at most once
+ *   a second and only on writes (set, add, replace, cas, incr, touch, del)
+ *   and at a thread's first call, that its file is still the one under its
+ *   name; once it is not, every call on the handle returns STOA_E_REMOVED
+ *   and the caller closes it and opens the name again. Reads alone notice it
+ *   at a thread's next first call. Remove a segment with `stoa rm NAME`,
+ *   which refuses while clients are attached.
  */
 
 #ifdef __cplusplus
