@@ -70,6 +70,7 @@ void cache_format(struct seg *s)
                 h->seed = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec ^
                           (uint64_t)getpid() << 32;
         atomic_store(&h->version, 1);
+        atomic_store(&h->ns_epoch, 1);
         h->magic = CACHE_MAGIC;
 }
 
@@ -174,10 +175,11 @@ static inline uint64_t rd64(const unsigned char *p)
 #define P1 0xe7037ed1a0b428dbull
 #define P2 0x8ebc6af09c88c6e3ull
 
-uint64_t cache_hash(const struct cache *k, uint32_t ns, const void *key, size_t len)
+uint64_t cache_hash(const struct cache *k, uint64_t ns, const void *key, size_t len)
 {
         const unsigned char *p = key;
-        uint64_t h = P0 ^ k->seed ^ ((uint64_t)ns << 32) ^ len, a, b;
+        /* The namespace's index in the high half, its generation in the low. */
+        uint64_t h = P0 ^ k->seed ^ (ns << 32 | ns >> 32) ^ len, a, b;
         size_t n = len;
 
         while (n > 16) {
@@ -222,16 +224,17 @@ void cache_touch_freq(struct item *it)
                 atomic_store_explicit(&it->freq, f + 1, memory_order_relaxed);
 }
 
-static inline bool item_is(const struct item *it, uint32_t ns, const void *key, size_t klen)
+static inline bool item_is(const struct item *it, uint64_t ns, const void *key, size_t klen)
 {
-        return it->klen == klen && it->ns == ns && memcmp(it->data, key, klen) == 0;
+        return it->klen == klen && it->ns == nskey_idx(ns) && it->nsgen == nskey_gen(ns) &&
+               memcmp(it->data, key, klen) == 0;
 }
 
 /*
  * Look through a key's two buckets. With `t`, each candidate item is
  * protected before it is read (cache_protect); without, it is read as is.
  */
-static _Atomic uint64_t *lookup(struct cache *k, struct cache_thr *t, uint32_t ns, const void *key,
+static _Atomic uint64_t *lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key,
                                 size_t klen, uint64_t hash, struct item **ret_item)
 {
         uint64_t b[2];
@@ -259,13 +262,13 @@ static _Atomic uint64_t *lookup(struct cache *k, struct cache_thr *t, uint32_t n
         return NULL;
 }
 
-_Atomic uint64_t *cache_lookup(struct cache_thr *t, uint32_t ns, const void *key, size_t klen,
+_Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
                                uint64_t hash, struct item **ret_item)
 {
         return lookup(t->k, t, ns, key, klen, hash, ret_item);
 }
 
-_Atomic uint64_t *cache_lookup_raw(struct cache *k, uint32_t ns, const void *key, size_t klen,
+_Atomic uint64_t *cache_lookup_raw(struct cache *k, uint64_t ns, const void *key, size_t klen,
                                    uint64_t hash, struct item **ret_item)
 {
         return lookup(k, NULL, ns, key, klen, hash, ret_item);

@@ -25,6 +25,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -77,9 +78,9 @@ struct item {
         uint32_t expire;                /* seconds since cache_hdr.time0; 0 = never */
         uint32_t vlen;
         uint16_t klen;
-        uint8_t ns;
+        uint8_t ns;                     /* namespace index (cache_hdr.ns[]) */
         _Atomic uint8_t freq;
-        uint32_t pad;
+        uint32_t nsgen;                 /* that index's generation when it was written */
         unsigned char data[];           /* key, then value */
 };
 _Static_assert(sizeof(struct item) == 32, "item header");
@@ -111,11 +112,50 @@ struct cache_hdr {
         _Atomic uint64_t counted_at;    /* `evictions` when live_est was counted */
         uint8_t pad3[32];
         _Atomic uint32_t slots_hw;      /* slots ever used (readers are below) */
-        _Atomic uint32_t ns_id[CACHE_NS_MAX];   /* interned name of each namespace */
-        uint8_t pad4[60];
+        uint32_t pad4;
+        /*
+         * The namespace table (docs/cache-design.md 7). ns[i] is gen:32 | id:32:
+         * the interned name of namespace i (0: free) and the generation of the
+         * index, which every item written into it carries and hashes with, so
+         * items of a dropped namespace never match one that reuses the index.
+         * ns[0] is the default namespace, always 0. A word changes only under
+         * ns_lock (creation CASes a free word to a name, a drop moves it to
+         * gen+1 | 0, a flush to gen+1 | id), with the writer's journal at
+         * CJ_NS; then ns_epoch is bumped (release), and handles compare it
+         * (acquire) before each call to see whether what they resolved still
+         * holds. ns_dropped counts drops and flushes; ns_swept is the value it
+         * had when the last complete reap of stale items began: a reap is owed
+         * while they differ. All on lines that only those rare events write.
+         */
+        struct olock ns_lock;
+        _Atomic uint64_t ns_epoch;      /* starts at 1; a handle's 0 means "not resolved" */
+        _Atomic uint64_t ns_dropped;
+        _Atomic uint64_t ns_swept;
+        uint8_t pad5[24];
+        _Atomic uint64_t ns[CACHE_NS_MAX];
         _Atomic uint64_t hand[HAND_N];  /* eviction hands: page << 16 | block */
         _Atomic uint64_t sweep;         /* next bucket the expiry sweep looks at */
 };
+_Static_assert(offsetof(struct cache_hdr, version) == 128, "shared counters on a line of their own");
+_Static_assert(offsetof(struct cache_hdr, slots_hw) == 192, "slot high-water and ns epoch line");
+_Static_assert(offsetof(struct cache_hdr, ns) == 256, "namespace table on lines of its own");
+_Static_assert(sizeof(struct cache_hdr) <= 4096, "the header fits before the ghost table");
+
+/* A namespace as items know it: index and generation (cache_hdr.ns). 0 is the default. */
+static inline uint64_t cache_nskey(uint32_t idx, uint32_t gen)
+{
+        return (uint64_t)gen << 32 | idx;
+}
+static inline uint32_t nskey_idx(uint64_t nk)
+{
+        return (uint32_t)nk;
+}
+static inline uint32_t nskey_gen(uint64_t nk)
+{
+        return (uint32_t)(nk >> 32);
+}
+#define NSW_ID(w)       ((uint32_t)(w))
+#define NSW_GEN(w)      ((uint32_t)((w) >> 32))
 
 /* A retired block: freed once no hazard pointer or view names it. */
 struct retired {
@@ -124,7 +164,7 @@ struct retired {
 };
 
 /* journal.op */
-enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN };
+enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN, CJ_NS };
 
 /*
  * The cache's part of a slot. Line 0 is the reader state, written by the
@@ -206,7 +246,12 @@ void cache_thr_init(struct cache_thr *t, struct cache *k, struct al_heap *heap,
                     uint32_t slot, uint32_t gen);
 uint32_t cache_now(const struct cache *k);      /* seconds since time0 */
 /* A key's 64-bit hash in this segment (seeded: another segment hashes it otherwise). */
-uint64_t cache_hash(const struct cache *k, uint32_t ns, const void *key, size_t klen);
+uint64_t cache_hash(const struct cache *k, uint64_t ns, const void *key, size_t klen);
+/* The namespace key of an item (the `ns` its hash was computed with). */
+static inline uint64_t item_nskey(const struct item *it)
+{
+        return cache_nskey(it->ns, it->nsgen);
+}
 
 static inline uint64_t cache_mum(uint64_t a, uint64_t b)
 {
@@ -250,14 +295,14 @@ static inline void cache_unprotect(struct cache_thr *t)
  * Find a key; on success its item is protected (the caller reads it, then
  * calls cache_unprotect()). Returns the entry, or NULL.
  */
-_Atomic uint64_t *cache_lookup(struct cache_thr *t, uint32_t ns, const void *key, size_t klen,
+_Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
                                uint64_t hash, struct item **ret_item);
 /*
  * The same without protection, for tools that hold no slot: what it returns
  * may be freed and reused meanwhile (every read of it is bounds-checked, so
  * that gives wrong answers, never a fault).
  */
-_Atomic uint64_t *cache_lookup_raw(struct cache *k, uint32_t ns, const void *key, size_t klen,
+_Atomic uint64_t *cache_lookup_raw(struct cache *k, uint64_t ns, const void *key, size_t klen,
                                    uint64_t hash, struct item **ret_item);
 static inline bool cache_expired(const struct item *it, uint32_t now)
 {
@@ -292,7 +337,7 @@ static inline uint64_t cache_clock_ms(void)
 /* ---- writing (cache.c) ---- */
 enum cache_mode { CM_SET, CM_ADD, CM_REPLACE, CM_CAS };
 struct cache_wr {
-        uint32_t ns;
+        uint64_t ns;                    /* cache_nskey() */
         const void *key;
         size_t klen;
         const void *val;
@@ -303,9 +348,9 @@ struct cache_wr {
         uint64_t ret_version;
 };
 int cache_store(struct cache_thr *t, struct cache_wr *w);
-int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen);
+int cache_delete(struct cache_thr *t, uint64_t ns, const void *key, size_t klen);
 /* Unlink the key only if its item has expired (lazy expiry). 1 if it did. */
-int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size_t klen);
+int cache_delete_expired(struct cache_thr *t, uint64_t ns, const void *key, size_t klen);
 /* Unlink the item of `entry` (claimed by the caller), retiring it. */
 int cache_unlink(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it);
 
@@ -352,8 +397,36 @@ bool cache_ghost_hit(struct cache *k, uint64_t hash);
 
 /* ---- interner (intern.c) ---- */
 int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_id);
+/* The id of a string already interned, without interning it. -ENOENT if it is not. */
+int cache_intern_find(struct cache *k, const void *s, size_t len, uint32_t *ret_id);
 int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *ret_len);
-/* Namespace index for a name (interned, registered at first use). */
-int cache_ns(struct cache_thr *t, const char *name, uint32_t *ret_ns);
+
+/* ---- namespaces (ns.c) ---- */
+/*
+ * The namespace of an interned name: *ret_nskey, or -ENOENT if no namespace
+ * has that name (nothing is created). name_id 0: the name is not interned.
+ */
+int cache_ns_find(struct cache *k, uint32_t name_id, uint64_t *ret_nskey);
+/* The namespace of a name, created if there is none. -ENOSPC: the table is full. */
+int cache_ns_create(struct cache_thr *t, const char *name, size_t len, uint64_t *ret_nskey);
+/*
+ * Drop a namespace: its index is free at once and its items unmatchable,
+ * then reaped. -ENOENT if there is none of that name (a reap still owed by
+ * an earlier drop cut short is done all the same).
+ */
+int cache_ns_drop(struct cache_thr *t, const char *name, size_t len);
+/* Empty the segment: every namespace's generation moves on, then every item is unlinked. */
+int cache_flush(struct cache_thr *t);
+/*
+ * Unlink stale items (of a dropped generation), or with `all` every item.
+ * 0 when the whole index was walked, -EAGAIN if readers hold the ring full.
+ */
+int cache_ns_reap(struct cache_thr *t, bool all);
+/* Is a reap owed (a drop or flush whose walk did not complete)? */
+bool cache_ns_reap_owed(const struct cache *k);
+/* Does the item belong to a namespace generation that is gone? (unprotected read ok) */
+bool cache_ns_stale(const struct cache *k, const struct item *it);
+/* Recovery of a slot that died inside a namespace change (CJ_NS). */
+void cache_ns_recover(struct cache *k);
 
 #endif /* STOA_CACHE_CACHE_H */

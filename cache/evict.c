@@ -64,7 +64,7 @@ bool cache_ghost_hit(struct cache *k, uint64_t hash)
 static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t off,
                                       uint64_t *ret_hash)
 {
-        uint64_t h = cache_hash(k, it->ns, it->data, it->klen), b[2];
+        uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen), b[2];
 
         *ret_hash = h;
         uint64_t want = ent_make(h, off);
@@ -101,15 +101,17 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
                 cache_unprotect(t);
                 return V_SKIP;          /* being written, retired, or not an item */
         }
-        bool expired = cache_expired(it, now);
+        /* An item of a dropped namespace goes first, as an expired one (uncounted). */
+        bool stale = cache_ns_stale(k, it), expired = stale || cache_expired(it, now);
         uint8_t f = atomic_load_explicit(&it->freq, memory_order_relaxed);
         int v = V_SKIP;
-        unsigned ns = it->ns;
+        unsigned ns = it->ns < CACHE_NS_MAX ? it->ns : 0;      /* counters' index */
         if (!expired && f > 0 && !force) {
                 atomic_store_explicit(&it->freq, f - 1, memory_order_relaxed);
                 v = V_SPARED;
         } else if (cache_unlink(t, e, it) == 0) {
-                cache_count_removal(t, ns, expired);
+                if (!stale)
+                        cache_count_removal(t, ns, expired);
                 if (!expired)
                         cache_ghost_put(k, hash);
                 v = expired ? V_EXPIRED : V_EVICTED;
@@ -306,17 +308,19 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
                         uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
                         /* Unprotected first (most are not expired), then protected to act. */
-                        if (!it || !cache_expired(it, now))
+                        if (!it || !(cache_expired(it, now) || cache_ns_stale(k, it)))
                                 continue;
                         if (cache_ring_used(t->cs) > CACHE_RING - 8) {
                                 cache_reclaim(t);
                                 if (cache_ring_used(t->cs) > CACHE_RING - 8)
                                         goto out;
                         }
-                        if (!cache_protect(t, &bk->e[w], e) || !cache_expired(it, now))
+                        if (!cache_protect(t, &bk->e[w], e))
                                 continue;
+                        /* Items of a dropped namespace go too, uncounted (no namespace has them). */
+                        bool expired = cache_expired(it, now), stale = cache_ns_stale(k, it);
                         unsigned ns = it->ns;
-                        if (cache_unlink(t, &bk->e[w], it) == 0) {
+                        if ((expired || stale) && cache_unlink(t, &bk->e[w], it) == 0 && !stale) {
                                 cache_count_removal(t, ns, true);
                                 n++;
                         }

@@ -1,5 +1,5 @@
 /*
- * cache/intern.c: the string interner, and namespaces on top of it.
+ * cache/intern.c: the string interner (namespaces on top of it are in ns.c).
  *
  * An open-addressed table (linear probing) of words hash:20 | offset/8:44 in
  * the INTERN region; an id is a table index + 1. Strings are allocator blocks
@@ -92,6 +92,27 @@ int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_i
         return r;
 }
 
+int cache_intern_find(struct cache *k, const void *s, size_t len, uint32_t *ret_id)
+{
+        uint32_t cap = k->intern_cap;
+        uint64_t h = cache_hash(k, UINT32_MAX, s, len), hbits = h >> IHASH_SHIFT;
+
+        if (cap == 0 || (cap & (cap - 1)))
+                return STOA_E_CORRUPT;
+        for (uint32_t n = 0, i = (uint32_t)h & (cap - 1); n < cap; n++, i = (i + 1) & (cap - 1)) {
+                uint64_t e = atomic_load_explicit(&k->intern[i], memory_order_acquire);
+                if (!e)
+                        return -ENOENT;         /* entries never empty again: it is not there */
+                const struct istr *is = istr_at(k, e);
+                if ((e >> IHASH_SHIFT) == hbits && is && is->len == len &&
+                    memcmp(is->s, s, len) == 0) {
+                        *ret_id = i + 1;
+                        return 0;
+                }
+        }
+        return -ENOENT;
+}
+
 int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *ret_len)
 {
         if (id == 0 || id > k->intern_cap)
@@ -103,34 +124,4 @@ int cache_intern_get(struct cache *k, uint32_t id, const char **ret_s, size_t *r
         *ret_s = is->s;
         *ret_len = is->len;
         return 0;
-}
-
-int cache_ns(struct cache_thr *t, const char *name, uint32_t *ret_ns)
-{
-        struct cache_hdr *h = t->k->hdr;
-        uint32_t id;
-        int r;
-
-        if (!name || !*name) {
-                *ret_ns = 0;
-                return 0;
-        }
-        r = cache_intern(t, name, strlen(name), &id);
-        if (r < 0)
-                return r;
-        for (uint32_t i = 1; i < CACHE_NS_MAX; i++) {
-                uint32_t cur = atomic_load_explicit(&h->ns_id[i], memory_order_acquire);
-                if (cur == 0) {
-                        uint32_t zero = 0;
-                        if (atomic_compare_exchange_strong(&h->ns_id[i], &zero, id))
-                                cur = id;
-                        else
-                                cur = zero;
-                }
-                if (cur == id) {
-                        *ret_ns = i;
-                        return 0;
-                }
-        }
-        return -E2BIG;
 }

@@ -468,6 +468,9 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         case CJ_INTERN:
                 published = resolve_intern(&t, ret_free);
                 break;
+        case CJ_NS:
+                cache_ns_recover(k);    /* a namespace change: handles must look again */
+                break;
         default:
                 break;
         }

@@ -162,9 +162,9 @@ static void item_fill(struct cache_thr *t, struct item *it, const struct cache_w
         it->expire = w->expire;
         it->vlen = (uint32_t)w->vlen;
         it->klen = (uint16_t)w->klen;
-        it->ns = (uint8_t)w->ns;
+        it->ns = (uint8_t)nskey_idx(w->ns);
         atomic_store_explicit(&it->freq, 0, memory_order_relaxed);
-        it->pad = 0;
+        it->nsgen = nskey_gen(w->ns);
         memcpy(it->data, w->key, w->klen);
         if (w->vlen)
                 memcpy(it->data + w->klen, w->val, w->vlen);
@@ -188,7 +188,7 @@ static _Atomic uint64_t *pick_victim(struct cache *k, uint64_t b0, uint64_t b1, 
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
                         if (!it || atomic_load_explicit(&it->owner, memory_order_relaxed))
                                 continue;
-                        int score = cache_expired(it, now) ? -1 :
+                        int score = cache_expired(it, now) || cache_ns_stale(k, it) ? -1 :
                                     atomic_load_explicit(&it->freq, memory_order_relaxed);
                         if (score < best_score) {
                                 best_score = score;
@@ -252,10 +252,10 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 uint64_t voff = ent_off(ve);
                 if (claim_entry(t, e, v, voff) != 0)
                         continue;
-                bool expired = cache_expired(v, now);
-                unsigned vns = v->ns;
+                bool expired = cache_expired(v, now) || cache_ns_stale(k, v);
+                unsigned vns = v->ns < CACHE_NS_MAX ? v->ns : 0;
                 if (!expired)
-                        cache_ghost_put(k, cache_hash(k, vns, v->data, v->klen));
+                        cache_ghost_put(k, cache_hash(k, item_nskey(v), v->data, v->klen));
                 replace_claimed(e, word);
                 cache_unprotect(t);
                 cache_retire(t, voff);
@@ -359,7 +359,7 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                         cache_unprotect(t);
                         cache_retire(t, ooff);
                         if (!live)
-                                cache_count_removal(t, w->ns, true);
+                                cache_count_removal(t, nskey_idx(w->ns), true);
                         break;
                 }
                 if (w->mode == CM_REPLACE || w->mode == CM_CAS) {
@@ -386,13 +386,13 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                 return r;
         }
         w->ret_version = n->version;
-        cache_count(t, w->ns, CNT_SETS);
+        cache_count(t, nskey_idx(w->ns), CNT_SETS);
         journal_done(t);
         after_write(t);
         return 0;
 }
 
-int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen)
+int cache_delete(struct cache_thr *t, uint64_t ns, const void *key, size_t klen)
 {
         struct cache *k = t->k;
         uint64_t hash = cache_hash(k, ns, key, klen);
@@ -418,15 +418,15 @@ int cache_delete(struct cache_thr *t, uint32_t ns, const void *key, size_t klen)
                 }
                 cache_unprotect(t);
                 if (r == 0 && !live)
-                        cache_count_removal(t, ns, true);
+                        cache_count_removal(t, nskey_idx(ns), true);
                 if (r == 0 && live)
-                        cache_count(t, ns, CNT_DELS);
+                        cache_count(t, nskey_idx(ns), CNT_DELS);
                 after_write(t);
                 return r < 0 ? r : live ? 0 : -ENOENT;
         }
 }
 
-int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size_t klen)
+int cache_delete_expired(struct cache_thr *t, uint64_t ns, const void *key, size_t klen)
 {
         struct cache *k = t->k;
         uint64_t hash = cache_hash(k, ns, key, klen);
@@ -437,7 +437,7 @@ int cache_delete_expired(struct cache_thr *t, uint32_t ns, const void *key, size
                 return 0;               /* a later sweep will do it */
         _Atomic uint64_t *e = cache_lookup(t, ns, key, klen, hash, &it);
         if (e && cache_expired(it, cache_now(k)) && cache_unlink(t, e, it) == 0) {
-                cache_count_removal(t, ns, true);
+                cache_count_removal(t, nskey_idx(ns), true);
                 r = 1;
         }
         cache_unprotect(t);

@@ -72,12 +72,15 @@ static void ns_name(struct cache *k, uint32_t ns, char *buf, size_t cap)
 {
         const char *s;
         size_t len;
-        uint32_t id = atomic_load(&k->hdr->ns_id[ns]);
+        uint32_t id = NSW_ID(atomic_load(&k->hdr->ns[ns]));
 
         if (ns == 0) {
                 snprintf(buf, cap, "default");
+        } else if (cache_intern_get(k, id, &s, &len) == 0 && len < cap) {
+                snprintf(buf, cap, "%.*s", (int)len, s);
         } else if (cache_intern_get(k, id, &s, &len) == 0) {
-                snprintf(buf, cap, "%.*s", (int)(len < cap ? len : cap - 1), s);
+                /* Cut short, with its index: two long names sharing a prefix stay apart. */
+                snprintf(buf, cap, "%.*s... (#%u)", (int)(cap - 16), s, ns);
         } else {
                 snprintf(buf, cap, "ns%u", ns);
         }
@@ -115,7 +118,9 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                         if (!it)
                                 continue;
                         out->index_entries++;
-                        unsigned ns = it->ns < CACHE_NS_MAX ? it->ns : 0;
+                        if (cache_ns_stale(k, it))
+                                continue;       /* of a dropped namespace, awaiting its reap */
+                        unsigned ns = it->ns;
                         items[ns]++;
                         bytes[ns] += it->klen + it->vlen;
                 }
@@ -134,7 +139,7 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                         out->dead_clients++;
         }
         for (unsigned ns = 0; ns < CACHE_NS_MAX && out->nns <= STOA_NS_MAX; ns++) {
-                if (ns && !atomic_load(&k->hdr->ns_id[ns]))
+                if (ns && !NSW_ID(atomic_load(&k->hdr->ns[ns])))
                         continue;
                 struct stoa_ns_info *ni = &out->ns[out->nns++];
                 ns_name(k, ns, ni->name, sizeof(ni->name));
@@ -270,7 +275,7 @@ static void check_index(struct checker *ck)
                                         (unsigned long long)off, it->klen, it->vlen);
                                 continue;
                         }
-                        uint64_t h = cache_hash(k, it->ns, it->data, it->klen);
+                        uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen);
                         cache_buckets(k, h, &b0, &b1);
                         if ((b != b0 && b != b1) || ent_make(h, off) != e)
                                 problem(ck, "item %#llx: key hashes to buckets %llu/%llu, found in %llu",
@@ -293,8 +298,9 @@ static void check_dups(struct checker *ck)
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL, *found;
                         if (!it)
                                 continue;
-                        uint64_t h = cache_hash(k, it->ns, it->data, it->klen);
-                        _Atomic uint64_t *f = cache_lookup_raw(k, it->ns, it->data, it->klen, h, &found);
+                        uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen);
+                        _Atomic uint64_t *f = cache_lookup_raw(k, item_nskey(it), it->data, it->klen,
+                                                               h, &found);
                         if (f && f != &k->index[b].e[w])
                                 problem(ck, "key of item %#llx is also linked at item %#llx",
                                         (unsigned long long)ent_off(e),
@@ -482,6 +488,8 @@ STOA_API int stoa_sweep(struct stoa *c)
                 dead += more > 0 ? more : 0;
         }
         uint64_t expired = cache_expire_sweep(t, t->k->nbuckets);
+        if (cache_ns_reap_owed(t->k))
+                cache_ns_reap(t, false);        /* a drop or flush cut short: finish it */
         cache_reclaim(t);
         cache_adopt_orphans(t->k);
         al_trim(t->heap);

@@ -25,6 +25,10 @@ struct tstate {
         struct core_thread ct;
         struct cache_thr t;
         struct stoa_stats st;
+        uint64_t ns_epoch;              /* cache_hdr.ns_epoch when the name was resolved */
+        uint64_t nskey;                 /* what it resolved to (ns_present) */
+        uint32_t ns_name_id;            /* the name's interned id; 0 not interned yet */
+        bool ns_present;
         struct tstate *hnext;           /* the handle's threads (h->mu) */
         struct tstate *tnext;           /* this thread's states (thread-local) */
         bool dead;                      /* handle closed (g_mu) */
@@ -33,7 +37,8 @@ struct tstate {
 struct stoa {
         struct core *core;
         uint64_t id;
-        uint32_t ns;
+        char *ns_name;                  /* NULL: the default namespace */
+        size_t ns_len;
         pthread_mutex_t mu;
         struct tstate *threads;
         struct stoa_stats gone;         /* of threads that have left */
@@ -180,12 +185,62 @@ static inline void bump(uint64_t *c)
         __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
 }
 
-/* One lookup of the caller's: the handle's counts and the slot's, per namespace. */
-static inline void count_get(struct tstate *ts, uint32_t ns, bool hit)
+/*
+ * One lookup of the caller's: the handle's counts and the slot's, per
+ * namespace (a namespace that does not exist has none).
+ */
+static inline void count_get(struct tstate *ts, uint64_t ns, bool hit, bool ns_exists)
 {
         bump(&ts->st.gets);
         bump(hit ? &ts->st.hits : &ts->st.misses);
-        cache_count(&ts->t, ns, hit ? CNT_HITS : CNT_MISSES);
+        if (ns_exists)
+                cache_count(&ts->t, nskey_idx(ns), hit ? CNT_HITS : CNT_MISSES);
+}
+
+/* ---- the handle's namespace ---------------------------------------------- */
+
+/*
+ * What a named handle's namespace is now (cache/ns.c): resolved again only
+ * when the segment's ns_epoch moved since this thread last resolved it, so a
+ * call costs one load of a line that only namespace changes write. Nothing
+ * is created unless `create` (a write): -ENOENT says there is no such
+ * namespace, which a read treats as an empty one.
+ */
+static int ns_resolve(struct tstate *ts, bool create, uint64_t *ret)
+{
+        struct stoa *h = ts->h;
+        struct cache *k = ts->t.k;
+        uint64_t ep = atomic_load_explicit(&k->hdr->ns_epoch, memory_order_acquire);
+        int r;
+
+        if (ep != ts->ns_epoch) {
+                /* Interned ids are for ever: once found, the name need not be hashed again. */
+                if (!ts->ns_name_id && cache_intern_find(k, h->ns_name, h->ns_len,
+                                                         &ts->ns_name_id) < 0)
+                        ts->ns_name_id = 0;
+                ts->ns_present = cache_ns_find(k, ts->ns_name_id, &ts->nskey) == 0;
+                ts->ns_epoch = ep;
+        }
+        if (!ts->ns_present && !create)
+                return -ENOENT;
+        if (!ts->ns_present) {
+                /* The creation moves the epoch past `ep`: the next call looks once more. */
+                if ((r = cache_ns_create(&ts->t, h->ns_name, h->ns_len, &ts->nskey)) < 0)
+                        return r;
+                ts->ns_present = true;
+        }
+        *ret = ts->nskey;
+        return 0;
+}
+
+/* The default namespace costs a branch on process-local memory, nothing shared. */
+static inline int ns_of(struct tstate *ts, bool create, uint64_t *ret)
+{
+        if (!ts->h->ns_name) {
+                *ret = 0;
+                return 0;
+        }
+        return ns_resolve(ts, create, ret);
 }
 
 /* The public limits are the cache's. */
@@ -199,7 +254,6 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
 {
         struct stoa_options def = { 0 };
         struct core_config cfg;
-        struct tstate *ts;
         struct stoa *h;
         int r;
 
@@ -215,6 +269,8 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
         }
         if (opts->ns && strlen(opts->ns) > CACHE_KEY_MAX)
                 return -E2BIG;
+        /* "" and "default" name the default namespace; a named one is created by a write. */
+        const char *nsname = opts->ns && *opts->ns && strcmp(opts->ns, "default") ? opts->ns : NULL;
         core_config_default(&cfg);
         if (opts->size)
                 cfg.size = opts->size;
@@ -229,9 +285,15 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
         h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
+        if (nsname && !(h->ns_name = strdup(nsname))) {
+                free(h);
+                return -ENOMEM;
+        }
+        h->ns_len = nsname ? strlen(nsname) : 0;
         pthread_mutex_init(&h->mu, NULL);
         r = core_open(&h->core, name, &cfg);
         if (r < 0) {
+                free(h->ns_name);
                 free(h);
                 return r;
         }
@@ -240,15 +302,6 @@ STOA_API int stoa_open(struct stoa **ret, const char *name, const struct stoa_op
         h->next = g_handles;
         g_handles = h;
         pthread_mutex_unlock(&g_mu);
-        if (opts->ns && *opts->ns) {
-                r = thr(h, &ts);
-                if (r == 0)
-                        r = cache_ns(&ts->t, opts->ns, &h->ns);
-                if (r < 0) {
-                        stoa_close(h);
-                        return r;
-                }
-        }
         *ret = h;
         return 0;
 }
@@ -271,6 +324,7 @@ STOA_API void stoa_close(struct stoa *h)
                 tl_last = NULL;
         core_close(h->core);
         pthread_mutex_destroy(&h->mu);
+        free(h->ns_name);
         free(h);
 }
 
@@ -308,9 +362,9 @@ static uint32_t expire_of(struct cache *k, uint32_t ttl_s)
 /* ---- reads --------------------------------------------------------------- */
 
 /* Unlink `key` if what it holds has expired (a lazy expiry on access). */
-static void expire_key(struct tstate *ts, const void *key, size_t klen)
+static void expire_key(struct tstate *ts, uint64_t ns, const void *key, size_t klen)
 {
-        cache_delete_expired(&ts->t, ts->h->ns, key, klen);
+        cache_delete_expired(&ts->t, ns, key, klen);
 }
 
 struct rd {
@@ -328,11 +382,17 @@ struct rd {
 static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *rd, bool count)
 {
         struct cache_thr *t = &ts->t;
-        uint64_t hash = cache_hash(t->k, ts->h->ns, key, klen);
         struct item *it;
+        uint64_t ns;
         int r = 0;
 
-        _Atomic uint64_t *e = cache_lookup(t, ts->h->ns, key, klen, hash, &it);
+        if (ns_of(ts, false, &ns) < 0) {
+                if (count)
+                        count_get(ts, 0, false, false);
+                return -ENOENT;                 /* no such namespace: an empty one */
+        }
+        uint64_t hash = cache_hash(t->k, ns, key, klen);
+        _Atomic uint64_t *e = cache_lookup(t, ns, key, klen, hash, &it);
         if (!e) {
                 r = -ENOENT;
         } else if (it->expire && cache_expired(it, cache_now(t->k))) {
@@ -349,11 +409,11 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
         }
         cache_unprotect(t);
         if (r == -EKEYEXPIRED) {
-                expire_key(ts, key, klen);
+                expire_key(ts, ns, key, klen);
                 r = -ENOENT;
         }
         if (count)
-                count_get(ts, ts->h->ns, r != -ENOENT);
+                count_get(ts, ns, r != -ENOENT, true);
         return r;
 }
 
@@ -394,7 +454,13 @@ static int write_key(struct stoa *c, struct cache_wr *w, uint32_t ttl_s)
         if ((r = check_key(w->key, w->klen)) < 0 || (r = check_val(c, w->val, w->vlen)) < 0 ||
             (r = thr_w(c, &ts)) < 0)
                 return r;
-        w->ns = c->ns;
+        /* A replace or cas of a key in a namespace that does not exist has nothing to replace. */
+        if ((r = ns_of(ts, w->mode == CM_SET || w->mode == CM_ADD, &w->ns)) < 0) {
+                if (r == -ENOENT)
+                        return r;
+                bump(&ts->st.set_fails);
+                return r;
+        }
         w->expire = expire_of(ts->t.k, ttl_s);
         r = cache_store(&ts->t, w);
         if (r == 0)
@@ -446,9 +512,13 @@ STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen)
         struct tstate *ts;
         int r;
 
+        uint64_t ns;
+
         if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
-        r = cache_delete(&ts->t, c->ns, key, klen);
+        if ((r = ns_of(ts, false, &ns)) < 0)
+                return r;                       /* no such namespace: nothing to delete */
+        r = cache_delete(&ts->t, ns, key, klen);
         if (r == 0)
                 bump(&ts->st.dels);
         return r;
@@ -509,8 +579,9 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
                 if (__builtin_add_overflow(v, delta, &nv))
                         return -ERANGE;
                 int n = snprintf(out, sizeof(out), "%lld", (long long)nv);
-                struct cache_wr w = { .ns = c->ns, .key = key, .klen = klen, .val = out,
-                                      .vlen = (size_t)n };
+                struct cache_wr w = { .key = key, .klen = klen, .val = out, .vlen = (size_t)n };
+                if ((r = ns_of(ts, true, &w.ns)) < 0)   /* a counter's first add creates it */
+                        return r;
                 if (rd.version) {
                         w.mode = CM_CAS;
                         w.expect = rd.version;
@@ -572,8 +643,11 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
                 if (!rd.buf)
                         return -ENOMEM;
                 r = read_key(ts, key, klen, &rd, false);
+                uint64_t ns = 0;
+                if (r == 0)
+                        r = ns_of(ts, false, &ns);
                 if (r == 0) {
-                        struct cache_wr w = { .ns = c->ns, .key = key, .klen = klen,
+                        struct cache_wr w = { .ns = ns, .key = key, .klen = klen,
                                               .val = rd.buf, .vlen = rd.vlen, .mode = CM_CAS,
                                               .expect = rd.version,
                                               .expire = expire_of(ts->t.k, ttl_s) };
@@ -604,6 +678,8 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                 return r;
         struct cache *k = ts->t.k;
         uint32_t now = 0;
+        uint64_t ns;
+        bool ns_exists = ns_of(ts, false, &ns) == 0;
         for (size_t base = 0; base < n; base += MGET_BATCH) {
                 size_t m = n - base < MGET_BATCH ? n - base : MGET_BATCH;
                 struct stoa_getreq *q = reqs + base;
@@ -614,7 +690,12 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 q[i].err = -EINVAL;
                         if (q[i].err)
                                 continue;
-                        hash[i] = cache_hash(k, c->ns, q[i].key, q[i].klen);
+                        if (!ns_exists) {
+                                q[i].err = -ENOENT;     /* no such namespace: an empty one */
+                                count_get(ts, 0, false, false);
+                                continue;
+                        }
+                        hash[i] = cache_hash(k, ns, q[i].key, q[i].klen);
                         uint64_t b0, b1;
                         cache_buckets(k, hash[i], &b0, &b1);
                         __builtin_prefetch(&k->index[b0]);
@@ -637,7 +718,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                         struct item *it;
                         if (q[i].err)
                                 continue;
-                        _Atomic uint64_t *e = cache_lookup(&ts->t, c->ns, q[i].key, q[i].klen,
+                        _Atomic uint64_t *e = cache_lookup(&ts->t, ns, q[i].key, q[i].klen,
                                                            hash[i], &it);
                         if (e && it->expire && !now)
                                 now = cache_now(k);
@@ -654,7 +735,7 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 }
                                 cache_touch_freq(it);
                         }
-                        count_get(ts, c->ns, q[i].err != -ENOENT);
+                        count_get(ts, ns, q[i].err != -ENOENT, true);
                 }
                 cache_unprotect(&ts->t);
         }
@@ -671,10 +752,16 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
 
         if (!v)
                 return -EINVAL;
+        uint64_t ns;
+
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
                 return r;
-        uint64_t hash = cache_hash(ts->t.k, c->ns, key, klen);
-        _Atomic uint64_t *e = cache_lookup(&ts->t, c->ns, key, klen, hash, &it);
+        if (ns_of(ts, false, &ns) < 0) {
+                count_get(ts, 0, false, false);
+                return -ENOENT;
+        }
+        uint64_t hash = cache_hash(ts->t.k, ns, key, klen);
+        _Atomic uint64_t *e = cache_lookup(&ts->t, ns, key, klen, hash, &it);
         if (!e || cache_expired(it, cache_now(ts->t.k))) {
                 r = -ENOENT;
         } else {
@@ -693,7 +780,7 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
         /* The view's pin, stored before the hazard pointer is cleared, keeps the item now. */
         cache_unprotect(&ts->t);
         if (r == 0 || r == -ENOENT)
-                count_get(ts, c->ns, r == 0);
+                count_get(ts, ns, r == 0, true);
         return r;
 }
 
@@ -721,8 +808,12 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
 
         if (!fn || (!prefix && plen))
                 return -EINVAL;
+        uint64_t ns;
+
         if ((r = thr(c, &ts)) < 0)
                 return r;
+        if (ns_of(ts, false, &ns) < 0)
+                return 0;                       /* no such namespace: no keys */
         struct cache *k = ts->t.k;
         size_t kcap = 64 * CACHE_WAYS * 64, fcap = 64 * CACHE_WAYS;
         unsigned char *keys = malloc(kcap);
@@ -743,7 +834,8 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
                                 while (e && !cache_protect(&ts->t, ent, e))
                                         e = atomic_load_explicit(ent, memory_order_acquire);
                                 struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
-                                if (!it || it->ns != c->ns || it->klen < plen ||
+                                if (!it || it->ns != nskey_idx(ns) || it->nsgen != nskey_gen(ns) ||
+                                    it->klen < plen ||
                                     memcmp(it->data, prefix, plen) != 0 || cache_expired(it, now))
                                         continue;
                                 if (used + it->klen > kcap) {

@@ -24,8 +24,9 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      4u      /* 4: supervisor record; 3: hazard pointers, hash seed, relist
-                                   bitmaps, recoverer line */
+#define SEG_VERSION      5u      /* 5: namespace generations (items, hash, table), ns lock
+                                   and epoch; 4: supervisor record; 3: hazard pointers, hash
+                                   seed, relist bitmaps, recoverer line */
 #define SEG_HEADER_SIZE  4096u
 #define SEG_MAX_REGIONS  32u
 #define SEG_STATE_INIT   0x54494e49u   /* "INIT" */

@@ -29,7 +29,12 @@
  *   views_dead        views of a killed process are released by recovery
  *   scan              prefixes, plen 0, stop value, callbacks that get/del/set
  *   namespaces        isolation, stoa_info per namespace
- *   ns_limit          -E2BIG past STOA_NS_MAX namespaces
+ *   ns_limit          -ENOSPC from the first write past STOA_NS_MAX; a drop makes room
+ *   ns_lazy           reads, deletes, scans on a missing namespace create nothing;
+ *                     a write creates it, and other handles notice; "default"
+ *   ns_drop           dropped keys gone for every handle and process, the index
+ *                     reused without its old keys showing, -EPERM/-ENOENT, memory back
+ *   flush             every namespace emptied at once, in place; memory back
  *   interner          ids across handles and processes, lookup, -ENOENT, -E2BIG
  *   stats             exact per-handle counts for a known sequence of calls
  *   stats_handles     per handle, all threads (also exited ones), failed writes apart
@@ -2502,19 +2507,31 @@ static void case_ns_limit(void)
         }
         snprintf(name, sizeof(name), "n%02u", STOA_NS_MAX);
         o.ns = name;
-        CHECK_ERR(stoa_open(&x, "nslim", &o), -E2BIG);
-        CHECK(x == NULL);
+        /* One more opens and reads as empty; its first write finds no room. */
+        CHECK_ERR(stoa_open(&x, "nslim", &o), 0);
+        EXPECT_ABSENT(x, KS("k"));
+        CHECK_ERR(stoa_set(x, KS("k"), KS("v"), 0), -ENOSPC);
+        CHECK_ERR(stoa_incr(x, KS("n"), 1, 0, NULL), -ENOSPC);
+        EXPECT_ABSENT(x, KS("k"));
+        /* A drop makes room: the same handle's write now creates its namespace. */
+        CHECK_ERR(stoa_ns_drop(x, "n30"), 0);  /* every slot is held: x's own */
+        EXPECT_ABSENT(h[30], KS("k"));
+        CHECK_ERR(stoa_set(x, KS("k"), KS("v"), 0), 0);
+        EXPECT_STR(x, "k", "v");
+        EXPECT_ABSENT(h[30], KS("k"));          /* n30 is gone, and now there is no room for it */
+        CHECK_ERR(stoa_set(h[30], KS("k"), KS("v"), 0), -ENOSPC);
+        stoa_close(x);
         o.ns = "n05";                           /* an existing one still opens */
         CHECK_ERR(stoa_open(&x, "nslim", &o), 0);
         EXPECT_STR(x, "k", "n05");
         stoa_close(x);
         SET_STR(d, "k", "default");             /* and the default is not one of the 31 */
-        for (unsigned i = 0; i < STOA_NS_MAX; i++) {
+        for (unsigned i = 0; i < STOA_NS_MAX - 1; i++) {
                 snprintf(name, sizeof(name), "n%02u", i);
                 EXPECT_VAL(h[i], KS("k"), name, strlen(name));
         }
         in = info_of(d);
-        for (unsigned i = 0; i < STOA_NS_MAX; i++) {
+        for (unsigned i = 0; i < STOA_NS_MAX - 1; i++) {
                 snprintf(name, sizeof(name), "n%02u", i);
                 const struct stoa_ns_info *ni = find_ns(in, name);
                 CHECKF(ni != NULL, "stoa_info does not list namespace %s", name);
@@ -2524,6 +2541,332 @@ static void case_ns_limit(void)
         for (unsigned i = 0; i < STOA_NS_MAX; i++)
                 stoa_close(h[i]);
         CHECK_CLEAN(d);
+        stoa_close(d);
+}
+
+/* ==== 21b. namespaces a read never creates ================================== */
+
+struct ns_seen {
+        unsigned n;
+        char names[STOA_NS_MAX + 1][32];
+        uint32_t idx[STOA_NS_MAX + 1];
+};
+
+static int ns_list_cb(const char *name, uint32_t index, void *arg)
+{
+        struct ns_seen *x = arg;
+
+        CHECK(x->n <= STOA_NS_MAX);
+        snprintf(x->names[x->n], sizeof(x->names[0]), "%s", name);
+        x->idx[x->n++] = index;
+        return 0;
+}
+
+static struct ns_seen ns_list_of(struct stoa *c)
+{
+        struct ns_seen x;
+
+        memset(&x, 0, sizeof(x));
+        CHECK_ERR(stoa_ns_list(c, ns_list_cb, &x), 0);
+        CHECK_INT(x.n, >=, 1);
+        CHECK(strcmp(x.names[0], "default") == 0 && x.idx[0] == 0);
+        return x;
+}
+
+static bool ns_listed(struct stoa *c, const char *name)
+{
+        struct ns_seen x = ns_list_of(c);
+
+        for (unsigned i = 0; i < x.n; i++)
+                if (strcmp(x.names[i], name) == 0)
+                        return true;
+        return false;
+}
+
+static int ns_stop_cb(const char *name, uint32_t index, void *arg)
+{
+        (void)name;
+        (void)index;
+        (*(unsigned *)arg)++;
+        return 7;
+}
+
+static void case_ns_lazy(void)
+{
+        struct stoa *d = OPEN("lazy", SEG_SMALL);
+        struct stoa *t = OPEN_NS("lazy", SEG_SMALL, "typo");
+        struct stoa *dn = OPEN_NS("lazy", SEG_SMALL, "default");
+        struct stoa_getreq q[2] = { { KS("a"), NULL, 0, 0, 0 }, { KS("b"), NULL, 0, 0, 0 } };
+        struct stoa_view v = { 0 };
+        struct stoa_info *in;
+        uint32_t ttl;
+        unsigned n = 0;
+        char name[16];
+
+        /* Every read, delete and scan of a namespace that does not exist: empty, and nothing made. */
+        EXPECT_ABSENT(t, KS("k"));
+        CHECK_ERR(stoa_del(t, KS("k")), -ENOENT);
+        CHECK_ERR(stoa_ttl(t, KS("k"), &ttl), -ENOENT);
+        CHECK_ERR(stoa_touch(t, KS("k"), 5), -ENOENT);
+        CHECK_ERR(stoa_replace(t, KS("k"), KS("v"), 0), -ENOENT);
+        CHECK_ERR(stoa_cas(t, KS("k"), KS("v"), 0, 1, NULL), -ENOENT);
+        CHECK_ERR(stoa_view_get(t, KS("k"), &v), -ENOENT);
+        CHECK_ERR(stoa_mget(t, q, 2), 0);
+        CHECK_ERR(q[0].err, -ENOENT);
+        CHECK_ERR(q[1].err, -ENOENT);
+        CHECK_ERR(stoa_scan(t, NULL, 0, scan_count_cb, &n), 0);
+        CHECK_INT(n, ==, 0);
+        CHECK_INT(ns_list_of(d).n, ==, 1);
+        in = info_of(d);
+        CHECK_INT(in->nns, ==, 1);
+        free(in);
+        /* Far more typos than the table holds: still nothing made, and room for every real one. */
+        for (unsigned i = 0; i < 3 * STOA_NS_MAX; i++) {
+                struct stoa_options o = opts(SEG_SMALL, name);
+                struct stoa *x;
+                snprintf(name, sizeof(name), "typo%u", i);
+                CHECK_ERR(stoa_open(&x, "lazy", &o), 0);
+                EXPECT_ABSENT(x, KS("k"));
+                CHECK_ERR(stoa_del(x, KS("k")), -ENOENT);
+                stoa_close(x);
+        }
+        CHECK_INT(ns_list_of(d).n, ==, 1);
+
+        /* "default" is the default namespace: one section, one list entry. */
+        SET_STR(d, "k", "dv");
+        EXPECT_STR(dn, "k", "dv");
+        SET_STR(dn, "k2", "dv2");
+        EXPECT_STR(d, "k2", "dv2");
+        CHECK_INT(ns_list_of(d).n, ==, 1);
+
+        /* Another process's write creates it; the handle that found nothing notices. */
+        pid_t pid = fork_child();
+        if (pid == 0) {
+                struct stoa *w = OPEN_NS("lazy", SEG_SMALL, "typo");
+                SET_STR(w, "k", "made");
+                stoa_close(w);
+                _exit(0);
+        }
+        REAP_OK(pid, "writer of namespace typo");
+        EXPECT_STR(t, "k", "made");
+        CHECK(ns_listed(d, "typo"));
+        EXPECT_ABSENT(d, KS("made"));
+        /* And the first write through a handle creates it: incr, add. */
+        struct stoa *c1 = OPEN_NS("lazy", SEG_SMALL, "counters");
+        struct stoa *c2 = OPEN_NS("lazy", SEG_SMALL, "adds");
+        int64_t iv = 0;
+        CHECK_ERR(stoa_incr(c1, KS("n"), 5, 0, &iv), 0);
+        CHECK_INT(iv, ==, 5);
+        CHECK_ERR(stoa_add(c2, KS("a"), KS("x"), 0), 0);
+        CHECK(ns_listed(d, "counters") && ns_listed(d, "adds"));
+        in = info_of(d);
+        CHECK_INT(in->nns, ==, 4);
+        for (uint32_t i = 0; i < in->nns; i++)
+                for (uint32_t j = 0; j < i; j++)
+                        CHECKF(strcmp(in->ns[i].name, in->ns[j].name) != 0,
+                               "stoa_info lists namespace %s twice", in->ns[i].name);
+        free(in);
+        n = 0;
+        CHECK_ERR(stoa_ns_list(d, ns_stop_cb, &n), 7);     /* fn's non-zero stops the list */
+        CHECK_INT(n, ==, 1);
+        CHECK_ERR(stoa_ns_list(NULL, ns_stop_cb, &n), -EINVAL);
+        CHECK_ERR(stoa_ns_list(d, NULL, &n), -EINVAL);
+        CHECK_CLEAN(d);
+        stoa_close(c2);
+        stoa_close(c1);
+        stoa_close(dn);
+        stoa_close(t);
+        stoa_close(d);
+}
+
+/* ==== 21c. dropping a namespace ============================================= */
+
+/* Heap in use once retired memory is reclaimed (a sweep, then the figure). */
+static uint64_t used_now(struct stoa *c)
+{
+        struct stoa_info *in;
+        uint64_t u;
+
+        CHECK(stoa_sweep(c) >= 0);
+        in = info_of(c);
+        u = in->used_bytes;
+        free(in);
+        return u;
+}
+
+static void case_ns_drop(void)
+{
+        struct stoa *d = OPEN("drop", SEG_SMALL);
+        struct stoa *a = OPEN_NS("drop", SEG_SMALL, "a");
+        struct stoa *b = OPEN_NS("drop", SEG_SMALL, "b");
+        struct stoa_view v = { 0 };
+        struct stoa_info *in;
+        char k[16], val[256];
+        unsigned n = 0;
+
+        /* The names interned and the namespaces made, then emptied: the baseline. */
+        SET_STR(a, "x", "1");
+        SET_STR(b, "x", "1");
+        CHECK_ERR(stoa_del(a, KS("x")), 0);
+        CHECK_ERR(stoa_del(b, KS("x")), 0);
+        uint64_t base = used_now(d);
+
+        memset(val, 'v', sizeof(val));
+        for (unsigned i = 0; i < 500; i++) {
+                size_t kl = (size_t)snprintf(k, sizeof(k), "k%u", i);
+                CHECK_ERR(stoa_set(a, k, kl, val, 10 + i % 200, 0), 0);
+                CHECK_ERR(stoa_set(b, k, kl, "b", 1, 0), 0);
+        }
+        SET_STR(d, "k1", "default");
+        CHECK_ERR(stoa_view_get(a, KS("k7"), &v), 0);   /* a view outlives the drop */
+        CHECK_INT(v.vlen, ==, 17);
+        CHECK_U64(used_now(d), >, base);
+
+        /* Refusals. */
+        CHECK_ERR(stoa_ns_drop(d, "default"), -EPERM);
+        CHECK_ERR(stoa_ns_drop(d, ""), -EPERM);
+        CHECK_ERR(stoa_ns_drop(d, "nosuch"), -ENOENT);
+        CHECK_ERR(stoa_ns_drop(d, NULL), -EINVAL);
+        CHECK_ERR(stoa_ns_drop(NULL, "a"), -EINVAL);
+        CHECK(ns_listed(d, "nosuch") == false);
+        EXPECT_STR(d, "k1", "default");
+
+        /* Another process drops a: gone at once for this one, b and default untouched. */
+        pid_t pid = fork_child();
+        if (pid == 0) {
+                struct stoa *x = OPEN("drop", SEG_SMALL);
+                CHECK_ERR(stoa_ns_drop(x, "a"), 0);
+                CHECK_ERR(stoa_ns_drop(x, "a"), -ENOENT);       /* a redo finds it gone */
+                stoa_close(x);
+                _exit(0);
+        }
+        REAP_OK(pid, "dropper");
+        CHECK(!ns_listed(d, "a"));
+        CHECK(ns_listed(d, "b"));
+        EXPECT_ABSENT(a, KS("k1"));
+        CHECK_ERR(stoa_del(a, KS("k2")), -ENOENT);
+        CHECK_ERR(stoa_scan(a, NULL, 0, scan_count_cb, &n), 0);
+        CHECK_INT(n, ==, 0);
+        EXPECT_STR(b, "k1", "b");
+        EXPECT_STR(d, "k1", "default");
+        CHECK(memcmp(v.val, val, 17) == 0);             /* the view still reads its value */
+        stoa_view_release(a, &v);
+        in = info_of(d);
+        CHECK_U64(in->items, ==, 501);
+        free(in);
+
+        /* A new namespace takes the free index; the dropped keys never show in it. */
+        struct stoa *c = OPEN_NS("drop", SEG_SMALL, "c");
+        SET_STR(c, "other", "c");
+        for (unsigned i = 0; i < 500; i++) {
+                size_t kl = (size_t)snprintf(k, sizeof(k), "k%u", i);
+                uint8_t buf[8];
+                CHECK_ERR(stoa_get(c, k, kl, buf, sizeof(buf), NULL), -ENOENT);
+        }
+        /* a's handle writes again: a is made afresh, empty but for that write. */
+        SET_STR(a, "new", "a2");
+        EXPECT_STR(a, "new", "a2");
+        EXPECT_ABSENT(a, KS("k3"));
+        CHECK(ns_listed(d, "a") && ns_listed(d, "c"));
+        CHECK_CLEAN(d);
+
+        /* Everything deleted (b dropped, the rest by key): the heap comes back. */
+        CHECK_ERR(stoa_ns_drop(d, "b"), 0);
+        EXPECT_ABSENT(b, KS("k1"));
+        CHECK_ERR(stoa_del(a, KS("new")), 0);
+        CHECK_ERR(stoa_del(c, KS("other")), 0);
+        CHECK_ERR(stoa_del(d, KS("k1")), 0);
+        stoa_close(c);                          /* their retired blocks are theirs to reclaim */
+        stoa_close(b);
+        stoa_close(a);
+        uint64_t used = used_now(d);
+        CHECKF(used <= base + 64, "heap in use %llu after every key is gone, %llu before they were "
+               "stored (the name \"c\" is one small block more)", (unsigned long long)used,
+               (unsigned long long)base);
+        in = info_of(d);
+        CHECK_U64(in->items, ==, 0);
+        CHECK_U64(in->index_entries, ==, 0);
+        free(in);
+        CHECK_CLEAN(d);
+        stoa_close(d);
+}
+
+/* ==== 21d. flushing the segment ============================================= */
+
+static void case_flush(void)
+{
+        struct stoa *d = OPEN("flush", SEG_SMALL);
+        struct stoa *a = OPEN_NS("flush", SEG_SMALL, "a");
+        struct stoa *b = OPEN_NS("flush", SEG_SMALL, "b");
+        struct stoa_view v = { 0 };
+        struct stoa_info *in;
+        char k[16], val[300];
+        int p[2], q[2];                         /* child to parent, parent to child */
+
+        SET_STR(a, "x", "1");
+        SET_STR(b, "x", "1");
+        CHECK_ERR(stoa_flush(d), 0);                    /* also empties a and b of x */
+        EXPECT_ABSENT(a, KS("x"));
+        uint64_t base = used_now(d);
+        CHECK_ERR(stoa_flush(NULL), -EINVAL);
+
+        memset(val, 'f', sizeof(val));
+        for (unsigned i = 0; i < 400; i++) {
+                size_t kl = (size_t)snprintf(k, sizeof(k), "k%u", i);
+                CHECK_ERR(stoa_set(d, k, kl, val, 1 + i % 300, 0), 0);
+                CHECK_ERR(stoa_set(a, k, kl, val, 2, 0), 0);
+                CHECK_ERR(stoa_set(b, k, kl, val, 3, 0), 0);
+        }
+        CHECK_ERR(stoa_view_get(d, KS("k5"), &v), 0);
+        /* Another process, attached all along, sees the flush too. */
+        CHECK_SYS(pipe(p));
+        CHECK_SYS(pipe(q));
+        pid_t pid = fork_child();
+        if (pid == 0) {
+                struct stoa *x = OPEN_NS("flush", SEG_SMALL, "b");
+                char go;
+                EXPECT_STR(x, "k1", "fff");
+                CHECK_SYS(write(p[1], "r", 1));
+                read_full(q[0], &go, 1);
+                for (unsigned i = 0; i < 400; i++) {
+                        size_t kl = (size_t)snprintf(k, sizeof(k), "k%u", i);
+                        uint8_t buf[8];
+                        int r = stoa_get(x, k, kl, buf, sizeof(buf), NULL);
+                        CHECKF(r == -ENOENT, "%s after the flush: %d", k, r);
+                }
+                SET_STR(x, "after", "y");
+                stoa_close(x);
+                _exit(0);
+        }
+        char go;
+        read_full(p[0], &go, 1);
+        CHECK_ERR(stoa_flush(d), 0);
+        CHECK_SYS(write(q[1], "g", 1));
+        REAP_OK(pid, "reader of namespace b");
+        for (unsigned i = 0; i < 400; i++) {
+                size_t kl = (size_t)snprintf(k, sizeof(k), "k%u", i);
+                uint8_t buf[8];
+                CHECK_ERR(stoa_get(d, k, kl, buf, sizeof(buf), NULL), -ENOENT);
+                CHECK_ERR(stoa_get(a, k, kl, buf, sizeof(buf), NULL), -ENOENT);
+        }
+        EXPECT_STR(b, "after", "y");                    /* namespaces stay, and work */
+        CHECK(ns_listed(d, "a") && ns_listed(d, "b"));
+        CHECK(all_bytes(v.val, v.vlen, 'f'));           /* a view keeps its own value */
+        stoa_view_release(d, &v);
+        CHECK_ERR(stoa_del(b, KS("after")), 0);
+        CHECK_CLEAN(d);
+        stoa_close(b);                          /* their retired blocks are theirs to reclaim */
+        stoa_close(a);
+        uint64_t used = used_now(d);
+        CHECKF(used <= base, "heap in use %llu after the flush, %llu before the keys were stored",
+               (unsigned long long)used, (unsigned long long)base);
+        in = info_of(d);
+        CHECK_U64(in->items, ==, 0);
+        free(in);
+        close(p[0]);
+        close(p[1]);
+        close(q[0]);
+        close(q[1]);
         stoa_close(d);
 }
 
@@ -3430,6 +3773,9 @@ CASE(views_left)
 CASE(scan)
 CASE(namespaces)
 CASE(ns_limit)
+CASE(ns_lazy)
+CASE(ns_drop)
+CASE(flush)
 CASE(interner)
 CASE(stats)
 CASE(stats_handles)
@@ -3472,6 +3818,9 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_scan),
                 cmocka_unit_test(test_namespaces),
                 cmocka_unit_test(test_ns_limit),
+                cmocka_unit_test(test_ns_lazy),
+                cmocka_unit_test(test_ns_drop),
+                cmocka_unit_test(test_flush),
                 cmocka_unit_test(test_interner),
                 cmocka_unit_test(test_stats),
                 cmocka_unit_test(test_stats_handles),

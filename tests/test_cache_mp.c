@@ -23,6 +23,10 @@
  *            views held by an idle process, while a writer churns
  *   idle     clients that stored one value of each size and sit idle must
  *            not leave the heap unusable for a writer that comes later
+ *   ns_churn one process writes and reads a namespace while another drops
+ *            it (or flushes the segment) and recreates it, over and over;
+ *            ns_kill the same with the dropper SIGKILLed at random points
+ *            of its drops and flushes, each drop redone by the case process
  *
  * Values describe themselves: key id, writer (role) id, sequence number and
  * length, and bytes derived from a checksum of those (val_fill, val_check),
@@ -2421,6 +2425,221 @@ static void case_idle(void)
         stoa_close(H);
 }
 
+/* ==== namespaces dropped under a writer ===================================== */
+
+#define NS_NAME         "churn"
+#define NS_KEYS         128u
+
+/*
+ * The writer's record and the dropper's count, shared. done_seq is the last
+ * seq whose set returned 0: a dropper that loads it before a drop knows that
+ * every value with a seq up to it was written before the drop began, so no
+ * read after the drop may return one (a stale value). The writer is the
+ * only writer of its keys, so its own read right after a set must return
+ * that very value, or nothing (a drop came between): anything else is stale.
+ */
+struct ns_state {
+        _Atomic uint64_t done_seq;
+        _Atomic int stop;
+        _Atomic int pause, paused;              /* the writer between calls, for an exact check */
+        _Atomic uint64_t drops, flushes, writes, lost, redone;
+};
+static struct ns_state *NSS;
+
+static struct stoa *ns_attach(const char *ns)
+{
+        struct stoa_options o = { .flags = STOA_OPEN_NOCREATE, .ns = ns };
+        struct stoa *c;
+
+        CHECK_OK(stoa_open(&c, SEG_NAME, &o));
+        return c;
+}
+
+/* A value of the churn namespace: intact, of the key it was read under, not from the future. */
+static struct vinfo ns_verify(const void *val, size_t len, uint32_t key, const char *what)
+{
+        struct vinfo vi = { 0 };
+        const char *bad = val_check(val, len, &vi);
+
+        CHECKF(!bad, "%s: key %u: a torn value (%s)", what, key, bad);
+        CHECKF(vi.key == key && vi.writer == 0, "%s: key %u holds the value of key %u writer %u",
+               what, key, vi.key, vi.writer);
+        CHECKF(vi.seq <= atomic_load(&NSS->done_seq) + 1, "%s: key %u: seq %llu from the future",
+               what, key, (unsigned long long)vi.seq);
+        return vi;
+}
+
+static void ns_writer(void *arg)
+{
+        struct stoa *c = ns_attach(NS_NAME);
+        struct rng r = { mix64(case_seed ^ 0x5eed) };
+        uint8_t *v = xmalloc(4096), *buf = xmalloc(4096);
+        char key[KLEN + 1];
+        uint64_t seq = atomic_load(&NSS->done_seq);
+
+        (void)arg;
+        snprintf(who, sizeof(who), "ns writer");
+        while (!atomic_load(&NSS->stop)) {
+                if (atomic_load(&NSS->pause)) {
+                        atomic_store(&NSS->paused, 1);
+                        while (atomic_load(&NSS->pause) && !atomic_load(&NSS->stop))
+                                sleep_us(100);
+                        atomic_store(&NSS->paused, 0);
+                        continue;
+                }
+                uint32_t k = (uint32_t)(++seq % NS_KEYS);
+                size_t len = 8 + (size_t)rnd_below(&r, 2000), vl = 0;
+                key_name(key, k);
+                val_fill(v, len, k, 0, seq);
+                int rc;
+                while ((rc = stoa_set(c, key, KLEN, v, len, 0)) == -EAGAIN)
+                        sleep_us(200);
+                CHECKF(rc == 0, "set key %u: %d %s", k, rc, stoa_strerror(rc));
+                atomic_store(&NSS->done_seq, seq);
+                atomic_fetch_add(&NSS->writes, 1);
+                rc = stoa_get(c, key, KLEN, buf, 4096, &vl);
+                CHECKF(rc == 0 || rc == -ENOENT, "get key %u: %d %s", k, rc, stoa_strerror(rc));
+                if (rc == 0) {
+                        struct vinfo vi = ns_verify(buf, vl, k, "read back");
+                        CHECKF(vi.seq == seq, "read back key %u: seq %llu, just wrote %llu (stale)", k,
+                               (unsigned long long)vi.seq, (unsigned long long)seq);
+                } else {
+                        atomic_fetch_add(&NSS->lost, 1);        /* a drop came between */
+                }
+                /* Another key: intact and its own, if there. */
+                uint32_t o = (uint32_t)rnd_below(&r, NS_KEYS);
+                key_name(key, o);
+                rc = stoa_get(c, key, KLEN, buf, 4096, &vl);
+                CHECKF(rc == 0 || rc == -ENOENT, "get key %u: %d %s", o, rc, stoa_strerror(rc));
+                if (rc == 0)
+                        ns_verify(buf, vl, o, "read");
+        }
+        stoa_close(c);
+        free(v);
+        free(buf);
+}
+
+/* After a drop or flush that began with done_seq at s0, no value up to s0 may be read. */
+static void ns_no_stale(struct stoa *c, uint64_t s0, const char *what)
+{
+        uint8_t buf[4096];
+        char key[KLEN + 1];
+        size_t vl;
+
+        for (uint32_t k = 0; k < NS_KEYS; k++) {
+                key_name(key, k);
+                int rc = stoa_get(c, key, KLEN, buf, sizeof(buf), &vl);
+                CHECKF(rc == 0 || rc == -ENOENT, "%s: get key %u: %d %s", what, k, rc, stoa_strerror(rc));
+                if (rc < 0)
+                        continue;
+                struct vinfo vi = ns_verify(buf, vl, k, what);
+                CHECKF(vi.seq > s0, "%s: key %u holds seq %llu, written before it began (done %llu): "
+                       "a stale value", what, k, (unsigned long long)vi.seq, (unsigned long long)s0);
+        }
+}
+
+static void ns_dropper(void *arg)
+{
+        struct stoa *c = ns_attach(NS_NAME);
+        struct rng r = { mix64(case_seed ^ (uint64_t)getpid()) };
+        bool kills = arg != NULL;
+
+        snprintf(who, sizeof(who), "ns dropper");
+        while (!atomic_load(&NSS->stop)) {
+                uint64_t s0 = atomic_load(&NSS->done_seq);
+                bool flush = rnd_below(&r, 8) == 0;
+                int rc;
+                while ((rc = flush ? stoa_flush(c) : stoa_ns_drop(c, NS_NAME)) == -EAGAIN)
+                        sleep_us(200);
+                /* A drop may find the name gone: the case process redid a killed dropper's drop. */
+                CHECKF(rc == 0 || (rc == -ENOENT && !flush && kills), "%s: %d %s",
+                       flush ? "flush" : "drop", rc, stoa_strerror(rc));
+                atomic_fetch_add(flush ? &NSS->flushes : &NSS->drops, 1);
+                ns_no_stale(c, s0, flush ? "after a flush" : "after a drop");
+                /* Recreate it (the writer may have first). */
+                CHECK_OK(stoa_set(c, "marker", 6, "m", 1, 0));
+                sleep_us(rnd_below(&r, 2000));
+        }
+        stoa_close(c);
+}
+
+static void case_ns_run(bool kills)
+{
+        static const struct mp_cfg cfg = {
+                .name = "ns_churn", .seg_size = 32 * MiB, .nkeys = NS_KEYS, .nwriters = 1, .nroles = 1,
+        };
+        struct rng r;
+
+        case_open(&cfg);
+        r.s = mix64(case_seed);
+        NSS = shared_map(sizeof(*NSS));
+        pid_t w = spawn(ns_writer, NULL);
+        pid_t d = spawn(ns_dropper, kills ? (void *)1 : NULL);
+        uint64_t end = now_ns() + 3 * SEC * stress_scale(), kills_done = 0;
+        while (now_ns() < end) {
+                check_box();
+                if (!kills) {
+                        sleep_us(20000);
+                        continue;
+                }
+                /* Kill the dropper at a random point (often inside a drop's walk), then redo its drop. */
+                sleep_us(rnd_below(&r, 4000));
+                kill(d, SIGKILL);
+                wait_pid(d);
+                kills_done++;
+                /* The check is exact on a quiet segment: the writer waits between two calls. */
+                atomic_store(&NSS->pause, 1);
+                while (!atomic_load(&NSS->paused))
+                        sleep_us(100);
+                check_clean("after a dropper was killed");
+                int rc;
+                while ((rc = stoa_ns_drop(H, NS_NAME)) == -EAGAIN)
+                        sleep_us(200);
+                CHECKF(rc == 0 || rc == -ENOENT, "redo of the drop: %d %s", rc, stoa_strerror(rc));
+                atomic_fetch_add(&NSS->redone, 1);
+                check_clean("after the drop was redone");
+                atomic_store(&NSS->pause, 0);
+                d = spawn(ns_dropper, (void *)1);
+        }
+        atomic_store(&NSS->stop, 1);
+        expect_exit0(w, "the ns writer");
+        expect_exit0(d, "the ns dropper");
+        check_box();
+        fprintf(stderr, "  %s: %llu writes (%llu read back as gone), %llu drops, %llu flushes, %llu "
+                "droppers killed and their drops redone\n", kills ? "ns_kill" : "ns_churn",
+                (unsigned long long)NSS->writes, (unsigned long long)NSS->lost,
+                (unsigned long long)NSS->drops, (unsigned long long)NSS->flushes,
+                (unsigned long long)kills_done);
+        CHECKF(NSS->drops + NSS->flushes > 10, "only %llu drops and flushes in the run",
+               (unsigned long long)(NSS->drops + NSS->flushes));
+        CHECK_OK(stoa_sweep(H));
+        check_clean("after the churn");
+
+        /* Every key gone (the namespace dropped, the segment flushed): all memory back but its name's. */
+        struct stoa_info in;
+        int rc = stoa_ns_drop(H, NS_NAME);
+        CHECKF(rc == 0 || rc == -ENOENT, "the last drop: %d %s", rc, stoa_strerror(rc));
+        CHECK_OK(stoa_flush(H));
+        bool back = settle_used(baseline_used, baseline_used + 64, &in);
+        CHECKF(in.items == 0, "%llu items after a drop and a flush", (unsigned long long)in.items);
+        CHECKF(back, "%llu bytes of heap in use with every key gone, %llu at creation (the name \""
+               NS_NAME "\" is one small block)", (unsigned long long)in.used_bytes,
+               (unsigned long long)baseline_used);
+        check_clean("with every key gone");
+        mem_verdict();
+        stoa_close(H);
+}
+
+static void case_ns_churn(void)
+{
+        case_ns_run(false);
+}
+
+static void case_ns_kill(void)
+{
+        case_ns_run(true);
+}
+
 /* ==== runner ================================================================ */
 
 /* Run one case in its own process, on its own $STOA_DIR. Exit status 77: skipped. */
@@ -2434,6 +2653,8 @@ static void test_crash_evict(void **state) { (void)state; run_case(case_crash_ev
 static void test_crash_noevict(void **state) { (void)state; run_case(case_crash_noevict); }
 static void test_stopped(void **state) { (void)state; run_case(case_stopped); }
 static void test_idle(void **state) { (void)state; run_case(case_idle); }
+static void test_ns_churn(void **state) { (void)state; run_case(case_ns_churn); }
+static void test_ns_kill(void **state) { (void)state; run_case(case_ns_kill); }
 
 /* An optional argument runs only the tests whose names match it (cmocka's filter). */
 int main(int argc, char **argv)
@@ -2444,6 +2665,8 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_crash_noevict),
                 cmocka_unit_test(test_stopped),
                 cmocka_unit_test(test_idle),
+                cmocka_unit_test(test_ns_churn),
+                cmocka_unit_test(test_ns_kill),
         };
 
         if (argc > 1)

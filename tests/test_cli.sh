@@ -156,6 +156,39 @@ expect 1 "key of namespace a is absent from namespace b" "$STOA" get --ns b s da
 expect 0 "del --ns a" "$STOA" del --ns a s k
 expect 0 "default key survives a del in namespace a" "$STOA" get s k
 
+# ---- namespaces: reads create nothing; list, drop, flush ------------------------
+"$STOA" create nsx --size 32m >/dev/null
+for i in $(seq 1 40); do "$STOA" get nsx k --ns "typo$i" 2>/dev/null; done
+"$STOA" del nsx k --ns typo0 2>/dev/null
+expect 0 "ns list" "$STOA" ns nsx list
+check "forty gets and a del in missing namespaces created none" [ "$(cat "$T/out")" = "default" ]
+expect 0 "a set creates its namespace" "$STOA" set nsx k v --ns web
+expect 0 "--ns default is the default namespace" "$STOA" set nsx k dv --ns default
+expect 0 "ns list after writes" "$STOA" ns nsx list
+check "ns list: default and web, once each" [ "$(cat "$T/out")" = "$(printf 'default\nweb')" ]
+expect 0 "get --ns default" "$STOA" get nsx k --ns default
+check "--ns default reads the default namespace" [ "$(cat "$T/out")" = "dv" ]
+expect 0 "stat after --ns default" "$STOA" stat nsx
+check "stat shows no section twice" [ "$(grep '^namespace' "$T/out" | sort | uniq -d)" = "" ]
+check "stat shows the default section once" [ "$(grep -c '^namespace "default"' "$T/out")" = 1 ]
+expect 1 "dropping the default namespace is refused" "$STOA" ns nsx drop default
+err_is "drop default: a clear refusal" "^stoa: the default namespace cannot be dropped"
+expect 1 "dropping a missing namespace" "$STOA" ns nsx drop nosuch
+err_is "drop missing: no namespace" "^stoa: segment nsx: no namespace 'nosuch'$"
+expect 2 "ns with an unknown sub-command" "$STOA" ns nsx frob
+expect 2 "ns drop without a name" "$STOA" ns nsx drop
+expect 0 "ns drop web" "$STOA" ns nsx drop web
+expect 1 "the dropped namespace's key is gone" "$STOA" get nsx k --ns web
+expect 0 "ns list after the drop" "$STOA" ns nsx list
+check "ns list: web is gone" [ "$(cat "$T/out")" = "default" ]
+expect 0 "the default key survives the drop" "$STOA" get nsx k
+expect 0 "set in web again" "$STOA" set nsx k2 v2 --ns web
+expect 0 "flush" "$STOA" flush nsx
+expect 1 "flushed: default key gone" "$STOA" get nsx k
+expect 1 "flushed: web key gone" "$STOA" get nsx k2 --ns web
+expect 0 "check after drop and flush" "$STOA" check nsx
+expect 1 "flush of a missing segment" "$STOA" flush nosuchseg
+
 # ---- time to live ------------------------------------------------------------
 expect 0 "set --ttl 1" "$STOA" set s short v --ttl 1
 expect 0 "set --ttl 1000" "$STOA" set s long v --ttl 1000

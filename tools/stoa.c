@@ -2,7 +2,8 @@
  * stoa: the inspection tool. Looks into a running segment the way
  * varnishstat, redis-cli INFO and memcached's "stats" look into theirs:
  * figures (stat), one key (get/set/del), who is attached (clients), and a full
- * consistency walk (check). It also creates an empty segment (create), so a
+ * consistency walk (check); it lists and drops namespaces (ns) and empties a
+ * segment (flush). It also creates an empty segment (create), so a
  * shell script can set one up without stoad.
  *
  * It uses only the public API (stoa/stoa.h), so what it shows is what any
@@ -55,6 +56,9 @@ static void usage(FILE *f)
                 "       stoa set NAME KEY VALUE [--ttl SECONDS] [--ns NS]\n"
                 "                                       store a value; VALUE '-' reads stdin\n"
                 "       stoa del NAME KEY [--ns NS]     remove a key\n"
+                "       stoa ns NAME list               the namespaces ('default' is the default)\n"
+                "       stoa ns NAME drop NS            drop namespace NS and every key in it\n"
+                "       stoa flush NAME                 remove every key of every namespace\n"
                 "       stoa clients NAME [--json]      the client slots in use, alive or dead\n"
                 "       stoa check NAME                 verify every invariant of the segment\n"
                 "       stoa create NAME [--size BYTES[k|m|g]]\n"
@@ -171,8 +175,7 @@ static int open_seg(struct stoa **ret, const char *name, const char *ns, uint32_
         int r = stoa_open(ret, name, &o);
 
         if (r == -E2BIG && ns && *ns) {
-                fprintf(stderr, "stoa: segment %s: no room for namespace '%s': a segment holds "
-                        "at most %u named namespaces\n", name, ns, STOA_NS_MAX);
+                fprintf(stderr, "stoa: namespace name longer than %u bytes\n", STOA_KEY_MAX);
                 return EXIT_RUNTIME;
         }
         if (r == -ENOENT) {
@@ -420,6 +423,12 @@ static int cmd_set(struct stoa *c, const struct args *a)
                 nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
         }
         free(in);
+        if (r == -ENOSPC && a->ns) {
+                fprintf(stderr, "stoa: segment %s: no room for namespace '%s': a segment holds at most "
+                        "%u named namespaces (see 'stoa ns %s list', 'stoa ns %s drop NS')\n",
+                        a->name, a->ns, STOA_NS_MAX, a->name, a->name);
+                return EXIT_RUNTIME;
+        }
         return r < 0 ? key_error("set", a->key, r) : 0;
 }
 
@@ -428,6 +437,57 @@ static int cmd_del(struct stoa *c, const struct args *a)
         int r = stoa_del(c, a->key, strlen(a->key));
 
         return r < 0 ? key_error("del", a->key, r) : 0;
+}
+
+/* ---- ns / flush ---- */
+
+static int ns_print(const char *name, uint32_t index, void *arg)
+{
+        (void)index;
+        (void)arg;
+        put_text(stdout, name, STOA_KEY_MAX + 1);
+        putchar('\n');
+        return 0;
+}
+
+/* a->key is the sub-command, a->value the namespace to drop. */
+static int cmd_ns(struct stoa *c, const struct args *a)
+{
+        int r;
+
+        if (!strcmp(a->key, "list")) {
+                r = stoa_ns_list(c, ns_print, NULL);
+                if (r < 0) {
+                        fprintf(stderr, "stoa: segment %s: cannot list namespaces: %s\n", a->name,
+                                stoa_strerror(r));
+                        return EXIT_RUNTIME;
+                }
+                return 0;
+        }
+        r = stoa_ns_drop(c, a->value);
+        if (r == -EPERM) {
+                fprintf(stderr, "stoa: the default namespace cannot be dropped (stoa flush %s "
+                        "empties the whole segment)\n", a->name);
+        } else if (r == -ENOENT) {
+                fprintf(stderr, "stoa: segment %s: no namespace '", a->name);
+                put_text(stderr, a->value, 80);
+                fputs("'\n", stderr);
+        } else if (r < 0) {
+                fprintf(stderr, "stoa: segment %s: drop failed: %s\n", a->name, stoa_strerror(r));
+        }
+        return r < 0 ? EXIT_RUNTIME : 0;
+}
+
+static int cmd_flush(struct stoa *c, const struct args *a)
+{
+        int r = stoa_flush(c);
+
+        if (r < 0) {
+                fprintf(stderr, "stoa: segment %s: flush failed: %s%s\n", a->name, stoa_strerror(r),
+                        r == -EAGAIN ? " (run it again)" : "");
+                return EXIT_RUNTIME;
+        }
+        return 0;
 }
 
 /* ---- clients ---- */
@@ -665,6 +725,8 @@ static const struct verb {
         { "get", 1, OPT_NS, cmd_get, 0, NULL },
         { "set", 2, OPT_NS | OPT_TTL, cmd_set, 0, NULL },
         { "del", 1, OPT_NS, cmd_del, 0, NULL },
+        { "ns", 1, 0, cmd_ns, 0, NULL },        /* list | drop NS (2) */
+        { "flush", 0, 0, cmd_flush, 0, NULL },
         { "clients", 0, OPT_JSON, cmd_clients, STOA_OPEN_RDONLY, NULL },
         { "check", 0, 0, cmd_check, STOA_OPEN_RDONLY, NULL },
         { "create", 0, OPT_SIZE, NULL, 0, cmd_create },
@@ -754,7 +816,17 @@ int main(int argc, char **argv)
                         v = &verbs[i];
         if (!v)
                 return usage_error("unknown command '%s'", pos[0]);
-        if (npos != 2 + v->nargs) {
+        int nargs = v->nargs;
+        if (v->run == cmd_ns && npos >= 3 && !strcmp(pos[2], "drop"))
+                nargs = 2;
+        else if (v->run == cmd_ns && npos >= 3 && strcmp(pos[2], "list"))
+                return usage_error("unknown ns command '%s': list or drop", pos[2]);
+        if (npos != 2 + nargs) {
+                if (v->run == cmd_ns) {
+                        fprintf(stderr, "stoa: usage: stoa ns NAME list | stoa ns NAME drop NS "
+                                "(try 'stoa --help')\n");
+                        return EXIT_USAGE;
+                }
                 fprintf(stderr, "stoa: usage: stoa %s %s (try 'stoa --help')\n", v->name,
                         arg_names[v->nargs]);
                 return EXIT_USAGE;
@@ -766,8 +838,8 @@ int main(int argc, char **argv)
                         return EXIT_USAGE;
                 }
         a.name = pos[1];
-        a.key = v->nargs >= 1 ? pos[2] : NULL;
-        a.value = v->nargs >= 2 ? pos[3] : NULL;
+        a.key = nargs >= 1 ? pos[2] : NULL;
+        a.value = nargs >= 2 ? pos[3] : NULL;
         if (!*a.name)
                 return usage_error("empty segment name");
         if (a.key && !*a.key)

@@ -71,7 +71,10 @@ struct stoa_options {           /* callers use designated initializers */
                                    else STOA_SIZE_MIN to STOA_SIZE_MAX */
         uint32_t flags;         /* STOA_OPEN_* */
         uint32_t mode;          /* file mode if this call creates it; 0 = 0600 */
-        const char *ns;         /* namespace (keyspace) for this handle; NULL or "" = default */
+        const char *ns;         /* namespace (keyspace) for this handle; NULL, "" or
+                                   "default" = the default one. Copied. A named one is
+                                   created by the first write through a handle on it;
+                                   reads, deletes and scans never create it. */
         uint32_t nslots;        /* client slots if this call creates it; 0 = 256 */
 };
 
@@ -102,7 +105,7 @@ struct stoa_options {           /* callers use designated initializers */
  *
  * Errors: -EINVAL (NULL ret or name, unknown flags, size outside
  * STOA_SIZE_MIN..STOA_SIZE_MAX), -ENOENT (NOCREATE and no such segment),
- * -EACCES, -E2BIG (more than STOA_NS_MAX namespaces), -ENOSPC (the slot
+ * -EACCES, -E2BIG (opts->ns longer than STOA_KEY_MAX), -ENOSPC (the slot
  * table and index do not fit: many slots in a small segment), STOA_E_*
  * when the file is not a usable segment. stoa_errdetail() names the file
  * and says what was found (for -EACCES: the access needed).
@@ -123,7 +126,12 @@ STOA_API void stoa_close(struct stoa *c);
  * Errors: -EINVAL (NULL handle or key, zero-length key, NULL val with
  * vlen > 0), -E2BIG (key over STOA_KEY_MAX, or value larger than the
  * segment can hold), -ENOMEM (nothing could be evicted to make room),
- * -EAGAIN (a stopped reader holds back reclamation; retry later).
+ * -EAGAIN (a stopped reader holds back reclamation; retry later), -ENOSPC
+ * (the handle's namespace does not exist yet and STOA_NS_MAX others do, or
+ * the interner is full). Every write (set, add, replace, cas, incr) that
+ * finds its handle's namespace missing creates it first; a write racing a
+ * stoa_ns_drop() of its namespace may land in the dropped one (and vanish
+ * with it) or in the namespace created again after the drop.
  */
 STOA_API int stoa_set(struct stoa *c, const void *key, size_t klen, const void *val, size_t vlen,
                       uint32_t ttl_s);
@@ -281,6 +289,57 @@ STOA_API int stoa_intern(struct stoa *c, const void *s, size_t len, uint32_t *re
 /* stoa_intern_lookup() - the string of an id; buf/cap/ret_len as stoa_get(). -ENOENT if unknown. */
 STOA_API int stoa_intern_lookup(struct stoa *c, uint32_t id, void *buf, size_t cap, size_t *ret_len);
 
+/* ---- namespaces ---- */
+
+/*
+ * Called by stoa_ns_list() for each namespace: its name (NUL-terminated,
+ * valid during the call) and its index (0 for the default namespace, listed
+ * first as "default"; 1..STOA_NS_MAX for the others). Non-zero stops.
+ */
+typedef int (*stoa_ns_fn)(const char *name, uint32_t index, void *arg);
+
+/*
+ * stoa_ns_list() - the segment's namespaces. Reads only and takes no client
+ * slot. Returns 0, fn's non-zero value, or -EINVAL / -ENOMEM. A namespace
+ * created or dropped meanwhile may or may not be listed. Thread-safe.
+ */
+STOA_API int stoa_ns_list(struct stoa *c, stoa_ns_fn fn, void *arg);
+
+/*
+ * stoa_ns_drop() - drop the namespace `name` and every key in it
+ *
+ * When it returns, no process can read any of its keys (handles on it see
+ * an empty namespace, and their next write creates it afresh, maybe under
+ * another index), its index is free for a new name, and its items are
+ * unlinked and their memory reclaimed as readers allow. Another process's
+ * write racing the drop may still land in the dropped namespace: that item is
+ * never visible, and is reclaimed by stoa_sweep() or eviction. Safe to
+ * redo: a drop cut short (the process killed) is finished by the next
+ * stoa_ns_drop() or stoa_sweep(). Counters of stoa_info() stay with the index.
+ *
+ * Errors: -EINVAL (NULL c or name), -EPERM (name is "" or "default": the
+ * default namespace cannot be dropped; stoa_flush() empties it), -ENOENT (no
+ * namespace of that name), -EAGAIN (a stopped client holds the namespace
+ * table's lock; retry later), STOA_E_FORKED.
+ */
+STOA_API int stoa_ns_drop(struct stoa *c, const char *name);
+
+/*
+ * stoa_flush() - empty the whole segment in place: every key of every
+ * namespace
+ *
+ * Keys of named namespaces become unreachable at once for every process;
+ * those of the default namespace go as the call walks the index. When it
+ * returns 0, no key written before the call began can be read by any
+ * process, and their memory is reclaimed as readers allow (a view keeps its
+ * own value). Namespaces stay (empty); writes running meanwhile may or may
+ * not survive. Safe to redo after a crash. Errors: -EINVAL, -EAGAIN
+ * (stopped readers hold so much retired memory that the walk could not go on,
+ * or a stopped client holds the namespace table's lock: call it again
+ * later), STOA_E_FORKED.
+ */
+STOA_API int stoa_flush(struct stoa *c);
+
 /* ---- statistics ---- */
 
 /* Per-handle counts of this process's calls (all threads), since stoa_open(). */
@@ -378,7 +437,9 @@ STOA_API int stoa_sweep(struct stoa *c);
  *   back by a reader that does not advance (a stopped process: `stoa clients`
  *   shows its epoch lagging). Retry -EAGAIN later.
  * - Keys are compared as bytes; a key lives in the namespace of the handle it
- *   was written through. Values up to the heap's size are accepted, but a
+ *   was written through. A segment holds STOA_NS_MAX named namespaces; a
+ *   namespace name, once written to, stays interned (a small string) for the
+ *   segment's life even after stoa_ns_drop(), and the interner holds 4096. Values up to the heap's size are accepted, but a
  *   value larger than a few MiB in a small segment may evict most others.
  * - A segment file scribbled on by another process gives errors or wrong
  *   values, not crashes; `stoa check` (stoa_check()) reports the damage.
