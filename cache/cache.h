@@ -311,7 +311,8 @@ static inline bool cache_expired(const struct item *it, uint32_t now)
 void cache_touch_freq(struct item *it);
 static inline void cache_count(struct cache_thr *t, unsigned ns, unsigned what)
 {
-        uint64_t *c = &t->cs->cnt[ns][what];
+        /* ns may come from an item's header, which a scribbler may have changed. */
+        uint64_t *c = &t->cs->cnt[ns < CACHE_NS_MAX ? ns : 0][what];
         __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
 }
 
