@@ -36,8 +36,8 @@ STOA_API const char *stoa_strerror(int err)
         case -ENOBUFS: return "the value is larger than the buffer given";
         case -ENOMEM: return "the segment is full and nothing could be evicted to make room "
                              "(or this process is out of memory)";
-        case -EAGAIN: return "memory is held back by a client that does not advance "
-                             "(a stopped process?); retry later";
+        case -EAGAIN: return "another client holds what this call needs and does not "
+                             "advance (a stopped process?); retry later";
         case -EMFILE: return "this thread holds the most views it may (STOA_VIEWS_MAX); "
                              "release some";
         case -EACCES: return "permission denied on the segment file";

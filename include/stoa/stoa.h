@@ -126,7 +126,8 @@ STOA_API void stoa_close(struct stoa *c);
  * Errors: -EINVAL (NULL handle or key, zero-length key, NULL val with
  * vlen > 0), -E2BIG (key over STOA_KEY_MAX, or value larger than the
  * segment can hold), -ENOMEM (nothing could be evicted to make room),
- * -EAGAIN (a stopped reader holds back reclamation; retry later), -ENOSPC
+ * -EAGAIN (a stopped client holds what the write needs: the key's claim,
+ * its bucket, an arena, or the memory it is reading; retry later), -ENOSPC
  * (the handle's namespace does not exist yet and STOA_NS_MAX others do, or
  * the interner is full). Every write (set, add, replace, cas, incr) that
  * finds its handle's namespace missing creates it first; a write racing a
@@ -149,8 +150,8 @@ STOA_API int stoa_get(struct stoa *c, const void *key, size_t klen, void *buf, s
 
 /*
  * stoa_del() - remove a key. -ENOENT if it was absent or expired; -EAGAIN if
- * a stopped reader holds back so much retired memory that nothing more can be
- * retired (as stoa_set()).
+ * a stopped client holds the key's claim, or readers hold back so much
+ * retired memory that nothing more can be retired (as stoa_set()).
  */
 STOA_API int stoa_del(struct stoa *c, const void *key, size_t klen);
 
@@ -433,9 +434,14 @@ STOA_API int stoa_sweep(struct stoa *c);
  *   slots (256 by default) until it exits or the handle is closed. Close a
  *   handle only when no thread is inside a call on it.
  * - A full segment evicts; a write fails with -ENOMEM only when nothing at all
- *   can be evicted, and with -EAGAIN when the memory it would reuse is held
- *   back by a reader that does not advance (a stopped process: `stoa clients`
- *   shows its epoch lagging). Retry -EAGAIN later.
+ *   can be evicted, and with -EAGAIN when what it needs is held by a client
+ *   that does not advance (a stopped process: SIGSTOP, a paused container, a
+ *   debugger). No call waits on another process for more than about a
+ *   second, and on a stopped one only long enough to see it is stopped; a
+ *   stopped reader holds back the one item it is reading (`stoa clients`
+ *   shows it under READING), nothing else. A dead process never makes a
+ *   call fail: its slot is recovered by whoever needs what it held. Retry
+ *   -EAGAIN later.
  * - Keys are compared as bytes; a key lives in the namespace of the handle it
  *   was written through. A segment holds STOA_NS_MAX named namespaces; a
  *   namespace name, once written to, stays interned (a small string) for the
