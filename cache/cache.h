@@ -141,7 +141,8 @@ struct cache_slot {
         uint64_t jentry;                /* segment offset of the entry being changed */
         uint64_t jold, jnew;            /* item replaced (0: insert), item stored (0: delete) */
         uint64_t jstamp;                /* allocator stamp of jnew */
-        uint64_t jfree, jfree_stamp;    /* a retired block being freed */
+        _Atomic uint64_t jfree;         /* a retired block being freed (release/acquire) */
+        uint64_t jfree_stamp;
         uint64_t pad1;
 
         uint64_t ver_next, ver_end;     /* reserved version range */
