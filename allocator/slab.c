@@ -21,13 +21,27 @@
 
 #include <errno.h>
 #include <numa.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 
+/*
+ * libnuma fills its per-node CPU masks lazily, on the first numa_node_of_cpu(),
+ * with plain stores: two threads taking their first slot at once race in it
+ * (ThreadSanitizer saw one read a mask another was still writing). Once per
+ * slot claim, so a process-wide lock costs nothing.
+ */
+static pthread_mutex_t numa_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int home_arena(const struct al_ctx *c)
 {
-        int cpu = sched_getcpu();
-        int node = (cpu >= 0 && numa_available() >= 0) ? numa_node_of_cpu(cpu) : 0;
+        int cpu = sched_getcpu(), node = 0;
+
+        if (cpu >= 0 && numa_available() >= 0) {
+                pthread_mutex_lock(&numa_mu);
+                node = numa_node_of_cpu(cpu);
+                pthread_mutex_unlock(&numa_mu);
+        }
         int a = al_arena_for_node(c, node);
 
         return a < 0 ? 0 : a;
@@ -624,7 +638,13 @@ static int free_op(struct al_heap *h, uint64_t off, uint64_t expect, bool own)
         uint64_t stamp = stamp_load(c, off - AL_STAMP_SIZE);
         if (stamp == AL_STAMP_FREE || (expect && stamp != expect))
                 return already_free(off);
-        if (own && d->owner == h->slot + 1) {
+        /*
+         * Relaxed: only this slot makes a span its own, so a span that is ours
+         * reads as ours; others change owner (a disown, a thief) with atomics,
+         * and a thief is kept out by the busy/steal pair (steal.c), not by
+         * this load. It was a plain load: a data race with their stores.
+         */
+        if (own && __atomic_load_n(&d->owner, __ATOMIC_RELAXED) == h->slot + 1) {
                 if (sh->local_free[idx / 64] & mask)
                         return already_free(off);
                 journal_block(as, J_FREE, off, stamp, ai, cls, as->c.frees[ai][cls]);
