@@ -1,6 +1,8 @@
 # The README's two commands. Everything else is meson.
 #   make run   install missing packages, build, start the supervisor on the default segment
-#   make test  install missing packages, build (plain and ASan+UBSan), run every test
+#   make test  install missing packages, build (plain, ASan+UBSan, TSan, libFuzzer),
+#              run every suite, the thread suite under TSan and a short fuzz run
+#   make fuzz  a long fuzz run of every target (FUZZ_SECONDS each, default 600)
 #
 # The plain build finds optional features as it likes (meson 'auto'); the
 # sanitizer build is configured with every optional feature disabled, so each
@@ -8,13 +10,15 @@
 
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_TSAN ?= build-tsan
 MESON_OPTS ?= -Dwerror=true
 DEBS       := gcc make meson ninja-build pkg-config \
-              libck-dev libnuma-dev libcmocka-dev
+              libck-dev libnuma-dev libcmocka-dev \
+              clang-14 libclang-rt-14-dev
 BENCH_DEBS := redis-server liblmdb-dev libhiredis-dev
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps build build-san run test test-fast bench clean
+.PHONY: all deps bench-deps build build-san build-tsan run test test-tsan test-fast bench clean
 
 all: build
 
@@ -44,6 +48,21 @@ build: deps $(BUILD)/build.ninja
 build-san: deps $(BUILD_SAN)/build.ninja
 	ninja -C $(BUILD_SAN)
 
+# ThreadSanitizer needs clang: gcc refuses atomic_thread_fence under -fsanitize=thread.
+$(BUILD_TSAN)/build.ninja:
+	CC=clang-14 meson setup $(BUILD_TSAN) $(MESON_OPTS) -Dauto_features=disabled \
+	    -Db_sanitize=thread -Db_lundef=false
+
+# Only what it runs: test_threads (see docs/testing.md).
+build-tsan: deps $(BUILD_TSAN)/build.ninja
+	ninja -C $(BUILD_TSAN) tests/test_threads
+
+# Threads of one process on shared handles; the evicting case is left out (docs/testing.md).
+test-tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
+	    meson test -C $(BUILD_TSAN) --no-rebuild --print-errorlogs --suite threads \
+	    --test-args 'test_*_handle*'
+
 run: build
 	./$(BUILD)/tools/stoad
 
@@ -52,6 +71,7 @@ test: build build-san
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    meson test -C $(BUILD_SAN) --print-errorlogs --num-processes 2 --no-suite bench
+	$(MAKE) --no-print-directory test-tsan
 
 test-fast: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
@@ -60,4 +80,4 @@ bench: bench-deps build
 	meson test -C $(BUILD) --benchmark --verbose
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_TSAN)

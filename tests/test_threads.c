@@ -46,7 +46,8 @@
 #define NCTR            8u              /* counters every thread increments */
 #define KLEN            16u
 #define VMIN            24u
-#define VMAX            1500u
+#define VMAX            1500u           /* longest value; VMAX_EVICT on the small segment */
+#define VMAX_EVICT      16000u
 #define MGET_N          16u
 #define VIEWS_HELD      4u
 #define OPS             6000u           /* per thread, times STOA_STRESS_SCALE */
@@ -64,6 +65,9 @@ _Static_assert(sizeof(struct vhdr) == VMIN, "a value's header is its shortest fo
 
 #define HOT_BIT         0x80000000u
 
+/* The evict case: a segment too small for the values, so keys vanish. */
+static bool evicting;
+
 static uint64_t vsum(const struct vhdr *h)
 {
         return mix64(((uint64_t)h->key << 32 | h->len) ^ mix64(h->seq));
@@ -71,7 +75,7 @@ static uint64_t vsum(const struct vhdr *h)
 
 static size_t val_make(uint8_t *v, uint32_t key, uint64_t seq, struct rng *r)
 {
-        size_t len = VMIN + (size_t)rnd_below(r, VMAX - VMIN + 1);
+        size_t len = VMIN + (size_t)rnd_below(r, (evicting ? VMAX_EVICT : VMAX) - VMIN + 1);
         struct vhdr h = { key, (uint32_t)len, seq, 0 };
 
         h.sum = vsum(&h);
@@ -144,7 +148,7 @@ static int scan_visit(const void *key, size_t klen, size_t vlen, void *arg)
         snprintf(want, sizeof(want), "t%02u-", sa->owner);
         CHECKF(klen == KLEN && memcmp(key, want, 4) == 0, "scan of '%s' visited '%.*s'", want,
                (int)klen, (const char *)key);
-        CHECKF(vlen >= VMIN && vlen <= VMAX, "scan: value length %zu", vlen);
+        CHECKF(vlen >= VMIN && vlen <= VMAX_EVICT, "scan: value length %zu", vlen);
         sa->visited++;
         return 0;
 }
@@ -177,9 +181,10 @@ static void op_own(struct worker *w, struct rng *rg, unsigned op, uint8_t *buf)
                 w->present[i] = true;
                 break;
         case OP_GET:
-                r = stoa_get(w->c, key, KLEN, buf, VMAX, &len);
-                CHECKF(r == (w->present[i] ? 0 : -ENOENT), "get of own key %s: %d %s (present %d)",
-                       key, r, stoa_strerror(r), w->present[i]);
+                r = stoa_get(w->c, key, KLEN, buf, VMAX_EVICT, &len);
+                CHECKF(r == (w->present[i] ? 0 : -ENOENT) || (evicting && r == -ENOENT),
+                       "get of own key %s: %d %s (present %d)", key, r, stoa_strerror(r),
+                       w->present[i]);
                 if (r == 0) {
                         const char *bad = val_check(buf, len, id, &seq);
                         CHECKF(!bad, "get of own key %s: %s", key, bad);
@@ -189,7 +194,10 @@ static void op_own(struct worker *w, struct rng *rg, unsigned op, uint8_t *buf)
                 }
                 break;
         case OP_DEL:
-                CHECK_ERR(stoa_del(w->c, key, KLEN), w->present[i] ? 0 : -ENOENT);
+                r = stoa_del(w->c, key, KLEN);
+                CHECKF(r == (w->present[i] ? 0 : -ENOENT) || (evicting && r == -ENOENT),
+                       "del of own key %s: %d %s (present %d)", key, r, stoa_strerror(r),
+                       w->present[i]);
                 w->present[i] = false;
                 break;
         }
@@ -218,7 +226,8 @@ static void op_mget(struct worker *w, struct rng *rg, uint8_t *bufs)
         for (unsigned j = 0; j < MGET_N; j++) {
                 ids[j] = any_key(rg, keys[j]);
                 req[j] = (struct stoa_getreq){ .key = keys[j], .klen = KLEN,
-                                               .buf = bufs + (size_t)j * VMAX, .cap = VMAX };
+                                               .buf = bufs + (size_t)j * VMAX_EVICT,
+                                               .cap = VMAX_EVICT };
         }
         r = stoa_mget(w->c, req, MGET_N);
         CHECKF(r >= 0, "mget: %d %s", r, stoa_strerror(r));
@@ -267,7 +276,7 @@ static void op_hot(struct worker *w, struct rng *rg, uint8_t *buf)
                 CHECK_ERR(stoa_set(w->c, key, KLEN, buf, len, 0), 0);
                 break;
         case 1:
-                r = stoa_get(w->c, key, KLEN, buf, VMAX, &len);
+                r = stoa_get(w->c, key, KLEN, buf, VMAX_EVICT, &len);
                 check_any(id, r, buf, len, "get of a hot key");
                 break;
         case 2:
@@ -275,7 +284,7 @@ static void op_hot(struct worker *w, struct rng *rg, uint8_t *buf)
                 CHECKF(r == 0 || r == -ENOENT, "del of a hot key: %d %s", r, stoa_strerror(r));
                 break;
         default:        /* read, then write only if nobody came between */
-                r = stoa_gets(w->c, key, KLEN, buf, VMAX, &len, &version);
+                r = stoa_gets(w->c, key, KLEN, buf, VMAX_EVICT, &len, &version);
                 check_any(id, r, buf, len, "gets of a hot key");
                 if (r != 0)
                         break;
@@ -291,7 +300,7 @@ static void *worker_main(void *arg)
 {
         struct worker *w = arg;
         struct rng rg = { w->seed };
-        uint8_t *bufs = xmalloc((size_t)MGET_N * VMAX);
+        uint8_t *bufs = xmalloc((size_t)MGET_N * VMAX_EVICT);
         struct stoa_view held[VIEWS_HELD];
         unsigned nheld = 0, ops = OPS * stress_scale();
         char key[KLEN + 1];
@@ -366,7 +375,7 @@ static struct stoa *open_seg(void)
 {
         struct stoa *c = NULL;
 
-        CHECK_ERR(stoa_open(&c, SEG_NAME, &(struct stoa_options){ .size = 64 * MiB,
+        CHECK_ERR(stoa_open(&c, SEG_NAME, &(struct stoa_options){ .size = (evicting ? 16 : 64) * MiB,
                                                                    .flags = STOA_OPEN_NOHUGE,
                                                                    .nslots = 64 }), 0);
         return c;
@@ -378,7 +387,7 @@ static void run_threads(unsigned nhandles)
         struct stoa *hs[MAX_HANDLES];
         struct stoa_info in;
         uint64_t baseline, t0 = now_ns(), seed = mix64(now_ns() ^ (uint64_t)getpid());
-        uint8_t *buf = xmalloc(VMAX);
+        uint8_t *buf = xmalloc(VMAX_EVICT);
         char key[KLEN + 1];
 
         const char *s = getenv("STOA_SEED");
@@ -411,8 +420,9 @@ static void run_threads(unsigned nhandles)
                         size_t len = 0;
                         uint64_t seq = 0;
                         own_key(key, id);
-                        int r = stoa_get(c, key, KLEN, buf, VMAX, &len);
-                        CHECKF(r == (w[o].present[i] ? 0 : -ENOENT), "final get of %s: %d %s", key,
+                        int r = stoa_get(c, key, KLEN, buf, VMAX_EVICT, &len);
+                        CHECKF(r == (w[o].present[i] ? 0 : -ENOENT) || (evicting && r == -ENOENT),
+                               "final get of %s: %d %s", key,
                                r, stoa_strerror(r));
                         if (r == 0) {
                                 const char *bad = val_check(buf, len, id, &seq);
@@ -426,6 +436,8 @@ static void run_threads(unsigned nhandles)
                 for (uint32_t o = 0; o < NOWNERS; o++)
                         want += w[o].incrs[i];
                 ctr_key(key, i);
+                if (evicting)   /* an evicted counter starts again from 0 */
+                        break;
                 if (want)
                         CHECK_ERR(stoa_incr(hs[nhandles - 1], key, KLEN, 0, 0, &got), 0);
                 CHECKF(got == want, "counter %u is %" PRId64 " after %" PRId64 " increments", i, got,
@@ -467,25 +479,28 @@ static void run_threads(unsigned nhandles)
                         total[k] += w[o].ops[k];
         fprintf(stderr, "  %u threads in %u waves on %u handle(s), seed %#" PRIx64 " (STOA_SEED): %"
                 PRIu64 " sets, %" PRIu64 " gets, %" PRIu64 " dels, %" PRIu64 " mgets, %" PRIu64
-                " views, %" PRIu64 " hot, %" PRIu64 " incrs, %" PRIu64 " scans in %.0f ms\n",
-                NOWNERS, NWAVES, nhandles, seed, total[OP_SET], total[OP_GET], total[OP_DEL],
-                total[OP_MGET], total[OP_VIEW], total[OP_HOT], total[OP_INCR], total[OP_SCAN],
-                ms_since(t0));
+                " views, %" PRIu64 " hot, %" PRIu64 " incrs, %" PRIu64 " scans, %" PRIu64
+                " evictions in %.0f ms\n", NOWNERS, NWAVES, nhandles, seed, total[OP_SET],
+                total[OP_GET], total[OP_DEL], total[OP_MGET], total[OP_VIEW], total[OP_HOT],
+                total[OP_INCR], total[OP_SCAN], in.evictions, ms_since(t0));
         stoa_close(hs[0]);
         free(buf);
 }
 
 static void case_one_handle(void) { run_threads(1); }
 static void case_three_handles(void) { run_threads(3); }
+static void case_evict(void) { evicting = true; run_threads(2); }
 
 static void test_one_handle(void **state) { (void)state; harness_run_case("threads", 120, case_one_handle); }
 static void test_three_handles(void **state) { (void)state; harness_run_case("threads", 120, case_three_handles); }
+static void test_evict(void **state) { (void)state; harness_run_case("threads", 120, case_evict); }
 
 int main(int argc, char **argv)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_one_handle),
                 cmocka_unit_test(test_three_handles),
+                cmocka_unit_test(test_evict),
         };
 
         if (argc > 1)
