@@ -65,6 +65,7 @@ struct bucket {
         struct olock lock;
 };
 _Static_assert(sizeof(struct bucket) == 64, "a bucket is one line");
+_Static_assert(offsetof(struct bucket, lock) == 8 * CACHE_WAYS, "the bucket's lock follows its ways");
 
 /*
  * An item: one allocator block, immutable once published, except `owner`
@@ -83,6 +84,8 @@ struct item {
         unsigned char data[];           /* key, then value */
 };
 _Static_assert(sizeof(struct item) == 32, "item header");
+_Static_assert(offsetof(struct item, data) == 32 && offsetof(struct item, freq) == 27,
+               "item header layout");
 
 /*
  * The cache's header, in the CACHE region. The first line is written once at
@@ -116,12 +119,18 @@ struct cache_hdr {
         _Atomic uint64_t hand[HAND_N];  /* eviction hands: page << 16 | block */
         _Atomic uint64_t sweep;         /* next bucket the expiry sweep looks at */
 };
+/* Note: `sweep` shares the last line of `hand`, and the size is not a whole line. */
+_Static_assert(offsetof(struct cache_hdr, seed) == 64 && offsetof(struct cache_hdr, version) == 128 &&
+               offsetof(struct cache_hdr, slots_hw) == 192 && offsetof(struct cache_hdr, hand) == 384 &&
+               offsetof(struct cache_hdr, sweep) == 384 + 8 * HAND_N, "cache header lines");
+_Static_assert(sizeof(struct cache_hdr) == 392 + 8 * HAND_N, "cache header size");
 
 /* A retired block: freed once no hazard pointer or view names it. */
 struct retired {
         uint64_t off;                   /* 0: already freed */
         uint64_t stamp;                 /* its allocator stamp (a late free checks it) */
 };
+_Static_assert(sizeof(struct retired) == 16, "retired ring cell");
 
 /* journal.op */
 enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN };
@@ -153,6 +162,12 @@ struct cache_slot {
         _Atomic uint64_t views[CACHE_VIEWS];    /* pinned item offsets; 0 = free */
         uint64_t cnt[CACHE_NS_MAX][CNT_N];
 };
+_Static_assert(offsetof(struct cache_slot, jop) == 64 && offsetof(struct cache_slot, ver_next) == 128 &&
+               offsetof(struct cache_slot, ring) == 192, "the reader line, the journal line, the ring line");
+_Static_assert(offsetof(struct cache_slot, views) == 192 + 16 * CACHE_RING &&
+               offsetof(struct cache_slot, cnt) == offsetof(struct cache_slot, views) + 8 * CACHE_VIEWS &&
+               sizeof(struct cache_slot) == offsetof(struct cache_slot, cnt) + 8 * CACHE_NS_MAX * CNT_N &&
+               sizeof(struct cache_slot) % 64 == 0, "cache_slot layout");
 
 /* Process-local view of the cache in one segment. */
 struct cache {

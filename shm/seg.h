@@ -99,6 +99,8 @@ struct seg_header {
         uint8_t reserved[SEG_HEADER_SIZE - 936];
 };
 _Static_assert(sizeof(struct seg_header) == SEG_HEADER_SIZE, "header is one 4 KiB page");
+_Static_assert(offsetof(struct seg_header, regions) == 152 && offsetof(struct seg_header, checksum) == 920 &&
+               offsetof(struct seg_header, state) == 928, "header layout (SEG_VERSION 3)");
 
 #define SEG_F_MEMFD   1u        /* anonymous, sealed memfd */
 
