@@ -179,7 +179,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                 page = a->abandoned[cls] - 1;
                 al_list_del(c, &a->abandoned[cls], page);
                 al_desc(c, page)->full = 0;
-                al_desc(c, page)->owner = h->slot + 1;
+                __atomic_store_n(&al_desc(c, page)->owner, h->slot + 1, __ATOMIC_RELAXED);
         } else {
                 uint32_t span = al_class_span(cls);
                 page = al_pages_take(c, ai, span);
@@ -188,7 +188,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                         for (uint32_t p = page + 1; p < page + span; p++) {
                                 struct page_desc *t = al_desc(c, p);
                                 t->span = page;
-                                t->owner = 0;
+                                __atomic_store_n(&t->owner, 0, __ATOMIC_RELAXED);
                                 t->state = PAGE_SLAB_TAIL;
                         }
                         struct page_desc *d = al_desc(c, page);
@@ -200,7 +200,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                         d->cursor = 0;
                         d->full = 0;
                         d->next = d->prev = 0;
-                        d->owner = h->slot + 1;
+                        __atomic_store_n(&d->owner, h->slot + 1, __ATOMIC_RELAXED);
                         d->state = PAGE_SLAB;   /* commit point */
                         a->slab_pages[cls] += span;
                 }
@@ -455,12 +455,12 @@ static int run_alloc(struct al_heap *h, unsigned ai, size_t bytes, uint64_t *ret
         for (uint32_t p = page + 1; p < page + n; p++) {
                 struct page_desc *t = al_desc(c, p);
                 t->span = page;
-                t->owner = 0;
+                __atomic_store_n(&t->owner, 0, __ATOMIC_RELAXED);
                 t->state = PAGE_RUN_TAIL;
         }
         struct page_desc *d = al_desc(c, page);
         d->span = n;
-        d->owner = 0;
+        __atomic_store_n(&d->owner, 0, __ATOMIC_RELAXED);
         d->run_stamp = stamp;
         d->run_bytes = bytes;
         d->state = PAGE_RUN;    /* commit point */
