@@ -1,6 +1,9 @@
 # The README's two commands. Everything else is meson.
 #   make run   install missing packages, build, start the supervisor on the default segment
-#   make test  install missing packages, build (plain and ASan+UBSan), run every test
+#   make test  install missing packages, build (plain, ASan+UBSan, libFuzzer),
+#              run every suite and a short fuzz run
+#   make test-tsan  the thread suite under ThreadSanitizer (not yet clean: docs/testing.md)
+#   make fuzz  a long fuzz run of every target (FUZZ_SECONDS each, default 600)
 #
 # The plain build finds optional features as it likes (meson 'auto'); the
 # sanitizer build is configured with every optional feature disabled, so each
@@ -8,13 +11,20 @@
 
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_TSAN ?= build-tsan
+BUILD_FUZZ ?= build-fuzz
+FUZZ_TARGETS := attach scribble
+FUZZ_SECONDS ?= 600
+FUZZ_SHORT   ?= 25
 MESON_OPTS ?= -Dwerror=true
 DEBS       := gcc make meson ninja-build pkg-config \
-              libck-dev libnuma-dev libcmocka-dev
+              libck-dev libnuma-dev libcmocka-dev \
+              clang-14 libclang-rt-14-dev
 BENCH_DEBS := redis-server liblmdb-dev libhiredis-dev
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps bench-deps build build-san run test test-fast bench clean
+.PHONY: all deps bench-deps build build-san build-tsan build-fuzz run test test-tsan test-fuzz \
+        fuzz test-fast bench clean
 
 all: build
 
@@ -44,14 +54,61 @@ build: deps $(BUILD)/build.ninja
 build-san: deps $(BUILD_SAN)/build.ninja
 	ninja -C $(BUILD_SAN)
 
+# ThreadSanitizer needs clang: gcc refuses atomic_thread_fence under -fsanitize=thread.
+$(BUILD_TSAN)/build.ninja:
+	CC=clang-14 meson setup $(BUILD_TSAN) $(MESON_OPTS) -Dauto_features=disabled \
+	    -Db_sanitize=thread -Db_lundef=false
+
+# Only what it runs: test_threads (see docs/testing.md).
+build-tsan: deps $(BUILD_TSAN)/build.ninja
+	ninja -C $(BUILD_TSAN) tests/test_threads
+
+# Threads of one process on shared handles; the evicting case is left out (docs/testing.md).
+test-tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
+	    meson test -C $(BUILD_TSAN) --no-rebuild --print-errorlogs --suite threads \
+	    --test-args 'test_*_handle*'
+
 run: build
 	./$(BUILD)/tools/stoad
+
+# libFuzzer targets (tests/fuzz), ASan+UBSan, coverage without trace-cmp
+# (the index walks of stoa_check would spend most of the time in its hooks).
+$(BUILD_FUZZ)/build.ninja:
+	CC=clang-14 meson setup $(BUILD_FUZZ) $(MESON_OPTS) -Dauto_features=disabled -Dtests=false \
+	    -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+	    -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-coverage=trace-cmp'
+
+build-fuzz: deps $(BUILD_FUZZ)/build.ninja
+	ninja -C $(BUILD_FUZZ) $(addprefix tests/fuzz/fuzz_,$(FUZZ_TARGETS))
+
+# Each target for SECONDS, from the seed corpus (tests/fuzz/corpus/T, read
+# only) and what earlier runs found ($(BUILD_FUZZ)/corpus/T). A crash, leak,
+# UBSan report or 10 s hang fails it, its input left in $(BUILD_FUZZ)/artifacts.
+FUZZ_RUN = for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD_FUZZ)/corpus/$$t $(BUILD_FUZZ)/artifacts && \
+	    echo "fuzz_$$t: $$SECONDS s" && \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    ./$(BUILD_FUZZ)/tests/fuzz/fuzz_$$t -max_total_time=$$SECONDS -timeout=10 \
+	        -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix=$(BUILD_FUZZ)/artifacts/ \
+	        $(BUILD_FUZZ)/corpus/$$t tests/fuzz/corpus/$$t 2>$(BUILD_FUZZ)/fuzz_$$t.log \
+	    || { tail -60 $(BUILD_FUZZ)/fuzz_$$t.log; exit 1; }; \
+	    grep -E '^stat::number_of_executed_units|^Done' $(BUILD_FUZZ)/fuzz_$$t.log; \
+	done
+
+test-fuzz: build-fuzz
+	@SECONDS=$(FUZZ_SHORT); $(FUZZ_RUN)
+
+fuzz: build-fuzz
+	@SECONDS=$(FUZZ_SECONDS); $(FUZZ_RUN)
 
 # The plain build runs every suite; the sanitizer build runs them again.
 test: build build-san
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	    meson test -C $(BUILD_SAN) --print-errorlogs --num-processes 2 --no-suite bench
+	$(MAKE) --no-print-directory test-fuzz
+# Not yet in `make test`: test-tsan still reports races to be sorted (docs/testing.md).
 
 test-fast: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
@@ -60,4 +117,4 @@ bench: bench-deps build
 	meson test -C $(BUILD) --benchmark --verbose
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_TSAN) $(BUILD_FUZZ)

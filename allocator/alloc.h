@@ -69,6 +69,8 @@ struct page_desc {
         uint8_t pad[12];
 };
 _Static_assert(sizeof(struct page_desc) == 64, "page descriptor is one line");
+_Static_assert(offsetof(struct page_desc, owner) == 4 && offsetof(struct page_desc, run_stamp) == 32,
+               "page descriptor layout");
 
 /* The first bytes of a slab span. */
 struct slab_hdr {
@@ -79,6 +81,9 @@ struct slab_hdr {
         uint64_t pad2[8];
 };
 _Static_assert(sizeof(struct slab_hdr) == AL_SLAB_HDR, "slab header size");
+_Static_assert(offsetof(struct slab_hdr, local_free) == 64 &&
+               offsetof(struct slab_hdr, remote_free) == 64 + 8 * AL_BITMAP_WORDS,
+               "the summary has its own line; the bitmaps follow it");
 
 /*
  * Arena: one a NUMA node, in the ARENAS region, followed by its free-page
@@ -149,6 +154,7 @@ struct al_counts {
         uint64_t allocs[AL_MAX_ARENAS][AL_NCLASSES];
         uint64_t frees[AL_MAX_ARENAS][AL_NCLASSES];
 };
+_Static_assert(sizeof(struct al_counts) == 2 * 8 * AL_MAX_ARENAS * AL_NCLASSES, "al_counts layout");
 
 /* The allocator's part of a slot (in the slot's ext area). */
 struct al_slot {
@@ -166,6 +172,11 @@ struct al_slot {
         uint32_t avail[AL_MAX_ARENAS][AL_NCLASSES];    /* owner lists: page idx + 1 */
         struct al_counts c;
 };
+_Static_assert(offsetof(struct al_slot, busy) == 48 && offsetof(struct al_slot, steal) == 56,
+               "the stealing pair is on the slot's first line");
+_Static_assert(offsetof(struct al_slot, avail) == 64, "the owner lists start a line");
+_Static_assert(sizeof(struct al_slot) == 64 + 4 * AL_MAX_ARENAS * AL_NCLASSES +
+               sizeof(struct al_counts) && sizeof(struct al_slot) % 64 == 0, "al_slot layout");
 
 /* Process-local view of the allocator in one segment. */
 struct al_ctx {

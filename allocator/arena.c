@@ -382,7 +382,7 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                 struct page_desc *d = &c->desc[p];
                 if ((d->state == PAGE_SLAB_TAIL || d->state == PAGE_RUN_TAIL) &&
                     !tail_is_held(c, ai, p)) {
-                        d->owner = 0;
+                        __atomic_store_n(&d->owner, 0, __ATOMIC_RELAXED);
                         d->next = d->prev = 0;
                         d->full = 0;
                         d->state = PAGE_FREE;
@@ -474,7 +474,7 @@ void al_pages_give(struct al_ctx *c, unsigned ai, uint32_t first, uint32_t n)
         /* Descriptors first (the truth), then the derived bitmap. */
         for (uint32_t p = first; p < first + n; p++) {
                 struct page_desc *d = &c->desc[p];
-                d->owner = 0;
+                __atomic_store_n(&d->owner, 0, __ATOMIC_RELAXED);
                 d->next = d->prev = 0;
                 d->full = 0;
                 d->state = PAGE_FREE;

@@ -22,13 +22,27 @@
 
 #include <errno.h>
 #include <numa.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 
+/*
+ * libnuma fills its per-node CPU masks lazily, on the first numa_node_of_cpu(),
+ * with plain stores: two threads taking their first slot at once race in it
+ * (ThreadSanitizer saw one read a mask another was still writing). Once per
+ * slot claim, so a process-wide lock costs nothing.
+ */
+static pthread_mutex_t numa_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int home_arena(const struct al_ctx *c)
 {
-        int cpu = sched_getcpu();
-        int node = (cpu >= 0 && numa_available() >= 0) ? numa_node_of_cpu(cpu) : 0;
+        int cpu = sched_getcpu(), node = 0;
+
+        if (cpu >= 0 && numa_available() >= 0) {
+                pthread_mutex_lock(&numa_mu);
+                node = numa_node_of_cpu(cpu);
+                pthread_mutex_unlock(&numa_mu);
+        }
         int a = al_arena_for_node(c, node);
 
         return a < 0 ? 0 : a;
@@ -178,7 +192,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                 page = a->abandoned[cls] - 1;
                 al_list_del(c, &a->abandoned[cls], page);
                 al_desc(c, page)->full = 0;
-                al_desc(c, page)->owner = h->slot + 1;
+                __atomic_store_n(&al_desc(c, page)->owner, h->slot + 1, __ATOMIC_RELAXED);
         } else {
                 uint32_t span = al_class_span(cls);
                 page = al_pages_take(c, ai, span);
@@ -187,7 +201,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                         for (uint32_t p = page + 1; p < page + span; p++) {
                                 struct page_desc *t = al_desc(c, p);
                                 t->span = page;
-                                t->owner = 0;
+                                __atomic_store_n(&t->owner, 0, __ATOMIC_RELAXED);
                                 t->state = PAGE_SLAB_TAIL;
                         }
                         struct page_desc *d = al_desc(c, page);
@@ -199,7 +213,7 @@ static uint32_t span_acquire(struct al_heap *h, unsigned ai, unsigned cls, int *
                         d->cursor = 0;
                         d->full = 0;
                         d->next = d->prev = 0;
-                        d->owner = h->slot + 1;
+                        __atomic_store_n(&d->owner, h->slot + 1, __ATOMIC_RELAXED);
                         d->state = PAGE_SLAB;   /* commit point */
                         a->slab_pages[cls] += span;
                 }
@@ -460,12 +474,12 @@ static int run_alloc(struct al_heap *h, unsigned ai, size_t bytes, uint64_t *ret
         for (uint32_t p = page + 1; p < page + n; p++) {
                 struct page_desc *t = al_desc(c, p);
                 t->span = page;
-                t->owner = 0;
+                __atomic_store_n(&t->owner, 0, __ATOMIC_RELAXED);
                 t->state = PAGE_RUN_TAIL;
         }
         struct page_desc *d = al_desc(c, page);
         d->span = n;
-        d->owner = 0;
+        __atomic_store_n(&d->owner, 0, __ATOMIC_RELAXED);
         d->run_stamp = stamp;
         d->run_bytes = bytes;
         d->state = PAGE_RUN;    /* commit point */
@@ -643,7 +657,13 @@ static int free_op(struct al_heap *h, uint64_t off, uint64_t expect, bool own)
         uint64_t stamp = stamp_load(c, off - AL_STAMP_SIZE);
         if (stamp == AL_STAMP_FREE || (expect && stamp != expect))
                 return already_free(off);
-        if (own && d->owner == h->slot + 1) {
+        /*
+         * Relaxed: only this slot makes a span its own, so a span that is ours
+         * reads as ours; others change owner (a disown, a thief) with atomics,
+         * and a thief is kept out by the busy/steal pair (steal.c), not by
+         * this load. It was a plain load: a data race with their stores.
+         */
+        if (own && __atomic_load_n(&d->owner, __ATOMIC_RELAXED) == h->slot + 1) {
                 if (sh->local_free[idx / 64] & mask)
                         return already_free(off);
                 journal_block(as, J_FREE, off, stamp, ai, cls, as->c.frees[ai][cls]);

@@ -66,6 +66,7 @@ struct bucket {
         struct olock lock;
 };
 _Static_assert(sizeof(struct bucket) == 64, "a bucket is one line");
+_Static_assert(offsetof(struct bucket, lock) == 8 * CACHE_WAYS, "the bucket's lock follows its ways");
 
 /*
  * An item: one allocator block, immutable once published, except `owner`
@@ -84,6 +85,8 @@ struct item {
         unsigned char data[];           /* key, then value */
 };
 _Static_assert(sizeof(struct item) == 32, "item header");
+_Static_assert(offsetof(struct item, data) == 32 && offsetof(struct item, freq) == 27,
+               "item header layout");
 
 /*
  * The cache's header, in the CACHE region. The first line is written once at
@@ -139,6 +142,8 @@ struct cache_hdr {
 _Static_assert(offsetof(struct cache_hdr, version) == 128, "shared counters on a line of their own");
 _Static_assert(offsetof(struct cache_hdr, slots_hw) == 192, "slot high-water and ns epoch line");
 _Static_assert(offsetof(struct cache_hdr, ns) == 256, "namespace table on lines of its own");
+_Static_assert(offsetof(struct cache_hdr, seed) == 64 && offsetof(struct cache_hdr, hand) == 512 &&
+               offsetof(struct cache_hdr, sweep) == 512 + 8 * HAND_N, "cache header lines");
 _Static_assert(sizeof(struct cache_hdr) <= 4096, "the header fits before the ghost table");
 
 /* A namespace as items know it: index and generation (cache_hdr.ns). 0 is the default. */
@@ -162,6 +167,7 @@ struct retired {
         uint64_t off;                   /* 0: already freed */
         uint64_t stamp;                 /* its allocator stamp (a late free checks it) */
 };
+_Static_assert(sizeof(struct retired) == 16, "retired ring cell");
 
 /* journal.op */
 enum { CJ_NONE = 0, CJ_STORE, CJ_INTERN, CJ_NS };
@@ -181,7 +187,8 @@ struct cache_slot {
         uint64_t jentry;                /* segment offset of the entry being changed */
         uint64_t jold, jnew;            /* item replaced (0: insert), item stored (0: delete) */
         uint64_t jstamp;                /* allocator stamp of jnew */
-        uint64_t jfree, jfree_stamp;    /* a retired block being freed */
+        _Atomic uint64_t jfree;         /* a retired block being freed (release/acquire) */
+        uint64_t jfree_stamp;
         uint64_t pad1;
 
         uint64_t ver_next, ver_end;     /* reserved version range */
@@ -192,6 +199,12 @@ struct cache_slot {
         _Atomic uint64_t views[CACHE_VIEWS];    /* pinned item offsets; 0 = free */
         uint64_t cnt[CACHE_NS_MAX][CNT_N];
 };
+_Static_assert(offsetof(struct cache_slot, jop) == 64 && offsetof(struct cache_slot, ver_next) == 128 &&
+               offsetof(struct cache_slot, ring) == 192, "the reader line, the journal line, the ring line");
+_Static_assert(offsetof(struct cache_slot, views) == 192 + 16 * CACHE_RING &&
+               offsetof(struct cache_slot, cnt) == offsetof(struct cache_slot, views) + 8 * CACHE_VIEWS &&
+               sizeof(struct cache_slot) == offsetof(struct cache_slot, cnt) + 8 * CACHE_NS_MAX * CNT_N &&
+               sizeof(struct cache_slot) % 64 == 0, "cache_slot layout");
 
 /* Process-local view of the cache in one segment. */
 struct cache {

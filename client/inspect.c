@@ -237,6 +237,7 @@ static void problem(struct checker *ck, const char *fmt, ...)
         ck->msgs[ck->nmsgs++] = m;
 }
 
+__attribute__((format(printf, 2, 3)))
 static void al_report(void *arg, const char *fmt, ...)
 {
         struct checker *ck = arg;

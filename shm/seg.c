@@ -259,7 +259,8 @@ static int header_check(const struct seg_header *h, uint64_t fsize, int fd,
         uint64_t prev_end = SEG_HEADER_SIZE;
         for (uint32_t i = 0; i < h->nregions; i++) {
                 const struct seg_region *r = &h->regions[i];
-                if (r->off < prev_end || r->off + r->size < r->off ||
+                /* Every layout aligns regions to 64 at least; the layers read them as structs. */
+                if (r->off < prev_end || r->off % 64 != 0 || r->off + r->size < r->off ||
                     r->off + r->size > h->total_size) {
                         seg_set_errdetail("%s: region %u [%llu, +%llu) lies outside the segment "
                                           "or overlaps another", what, i,

@@ -122,6 +122,8 @@ struct seg_header {
         struct seg_super super;         /* not in the checksum: see above */
 };
 _Static_assert(sizeof(struct seg_header) == SEG_HEADER_SIZE, "header is one 4 KiB page");
+_Static_assert(offsetof(struct seg_header, regions) == 152 && offsetof(struct seg_header, checksum) == 920 &&
+               offsetof(struct seg_header, state) == 928, "header layout (SEG_VERSION 3)");
 
 #define SEG_F_MEMFD   1u        /* anonymous, sealed memfd */
 

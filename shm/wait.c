@@ -32,14 +32,18 @@ uint64_t wait_now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Cached by whichever thread asks first; every thread finds the same value (relaxed). */
 static uint64_t my_pidns(void)
 {
-        static uint64_t ino;
+        static _Atomic uint64_t ino;
+        uint64_t v = atomic_load_explicit(&ino, memory_order_relaxed);
         struct stat st;
 
-        if (!ino && stat("/proc/self/ns/pid", &st) == 0)
-                ino = st.st_ino;
-        return ino;
+        if (!v && stat("/proc/self/ns/pid", &st) == 0) {
+                v = st.st_ino;
+                atomic_store_explicit(&ino, v, memory_order_relaxed);
+        }
+        return v;
 }
 
 /* The state letter of a thread of ours (same PID namespace), or 0 if unknown. */

@@ -56,102 +56,7 @@
 #define SEG_NAME        "alloc-test"
 #define CASE_TIMEOUT_S  150u            /* per case, times STOA_STRESS_SCALE */
 
-/* ---- failing from a case process or a worker ------------------------------ */
-
-/* First failure of any process of a case, for the case process to report. */
-struct fail_box {
-        _Atomic int failed;
-        char msg[500];
-};
-static struct fail_box *fail_box;
-
-__attribute__((format(printf, 3, 4), noreturn))
-static void fail_at(const char *file, int line, const char *fmt, ...)
-{
-        char msg[400];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        fprintf(stderr, "[pid %d] %s:%d: %s\n", (int)getpid(), file, line, msg);
-        if (fail_box) {
-                int expect = 0;
-                if (atomic_compare_exchange_strong(&fail_box->failed, &expect, 1))
-                        snprintf(fail_box->msg, sizeof(fail_box->msg), "%s:%d: %s", file, line, msg);
-        }
-        _exit(1);
-}
-
-#define CHECK(cond) do { if (!(cond)) fail_at(__FILE__, __LINE__, "%s", #cond); } while (0)
-#define CHECKF(cond, ...) do { if (!(cond)) fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
-#define CHECK_EQ(a, b) do {                                                             \
-        long long a_ = (long long)(a), b_ = (long long)(b);                             \
-        if (a_ != b_)                                                                   \
-                fail_at(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, a_, b_);  \
-} while (0)
-#define CHECK_OK(expr) do {                                                             \
-        int r_ = (expr);                                                                \
-        if (r_ < 0)                                                                     \
-                fail_at(__FILE__, __LINE__, "%s: %d %s (%s)", #expr, r_,                \
-                        stoa_strerror(r_), seg_errdetail());                            \
-} while (0)
-
-static void check_box(void)
-{
-        if (fail_box && atomic_load(&fail_box->failed))
-                fail_at(__FILE__, __LINE__, "a worker failed: %s", fail_box->msg);
-}
-
-static void *shared_map(size_t len)
-{
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-        CHECK(p != MAP_FAILED);
-        return p;
-}
-
-static void sleep_us(unsigned us)
-{
-        struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000 };
-
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-                ;
-}
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- random numbers and patterns ---------------------------------------- */
-
-static uint64_t mix64(uint64_t x)
-{
-        x += 0x9e3779b97f4a7c15ull;
-        x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-        x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-        return x ^ (x >> 31);
-}
-
-struct rng {
-        uint64_t s;
-};
-
-static uint64_t rnd(struct rng *r)
-{
-        r->s += 0x9e3779b97f4a7c15ull;
-        return mix64(r->s);
-}
-
-static uint64_t rnd_below(struct rng *r, uint64_t n)
-{
-        return n ? rnd(r) % n : 0;
-}
-
+/* ---- patterns ----------------------------------------------------------- */
 /* Fill [off, off+len) with a sequence derived from `seed`; check it. */
 static void fill(struct core *c, uint64_t off, size_t len, uint64_t seed)
 {
@@ -1680,7 +1585,7 @@ static void report_untracked(const struct core *c)
  */
 static void crash_settle(struct core *c, struct kid *kids, unsigned *died_holding)
 {
-        uint64_t tracked = 0, in_free = 0, allocated;
+        uint64_t tracked = 0, allocated;
         struct core_thread t;
 
         for (unsigned i = 0; i < CN; i++) {
@@ -1697,7 +1602,6 @@ static void crash_settle(struct core *c, struct kid *kids, unsigned *died_holdin
                 bool live = block_allocated(c, own_off(i));
                 if (v & OWN_FREEING) {
                         /* Killed around al_free: the block is free, or its free never began. */
-                        in_free += live;
                         tracked += live;
                         if (!live)
                                 atomic_store(&own->e[i], 0);

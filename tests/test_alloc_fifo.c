@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <cmocka.h>
 
+__attribute__((format(printf, 2, 3)))
 static void report(void *arg, const char *fmt, ...)
 {
         va_list ap;

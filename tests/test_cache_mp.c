@@ -134,107 +134,6 @@
 #define CTR_BIT         0x80000000u     /* marks a counter's index in the op log */
 #define NO_OWNER        UINT32_MAX
 
-/* ---- failing from a case process or a worker ------------------------------ */
-
-struct fail_box {
-        _Atomic int failed;
-        char msg[1024];
-};
-static struct fail_box *fail_box;
-static char who[64] = "case";
-
-__attribute__((format(printf, 3, 4), noreturn))
-static void fail_at(const char *file, int line, const char *fmt, ...)
-{
-        char msg[600];
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        fprintf(stderr, "[pid %d, %s] %s:%d: %s\n", (int)getpid(), who, file, line, msg);
-        if (fail_box) {
-                int expect = 0;
-                if (atomic_compare_exchange_strong(&fail_box->failed, &expect, 1))
-                        snprintf(fail_box->msg, sizeof(fail_box->msg), "%s: %s:%d: %s", who, file,
-                                 line, msg);
-        }
-        _exit(1);
-}
-
-#define CHECK(cond) do { if (!(cond)) fail_at(__FILE__, __LINE__, "%s", #cond); } while (0)
-#define CHECKF(cond, ...) do { if (!(cond)) fail_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
-#define CHECK_EQ(a, b) do {                                                             \
-        long long a_ = (long long)(a), b_ = (long long)(b);                             \
-        if (a_ != b_)                                                                   \
-                fail_at(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, a_, b_);  \
-} while (0)
-#define CHECK_OK(expr) do {                                                             \
-        int r_ = (expr);                                                                \
-        if (r_ < 0)                                                                     \
-                fail_at(__FILE__, __LINE__, "%s: %d %s", #expr, r_, stoa_strerror(r_)); \
-} while (0)
-
-static void check_box(void)
-{
-        if (fail_box && atomic_load(&fail_box->failed))
-                fail_at(__FILE__, __LINE__, "a worker failed: %s", fail_box->msg);
-}
-
-static void *shared_map(size_t len)
-{
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-        CHECK(p != MAP_FAILED);
-        return p;
-}
-
-static void sleep_us(uint64_t us)
-{
-        struct timespec ts = { (time_t)(us / 1000000u), (long)(us % 1000000u) * 1000 };
-
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-                ;
-}
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
-}
-
-static double ms_since(uint64_t t)
-{
-        return (double)(now_ns() - t) / 1e6;
-}
-
-/* ---- random numbers ------------------------------------------------------ */
-
-static uint64_t mix64(uint64_t x)
-{
-        x += 0x9e3779b97f4a7c15ull;
-        x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-        x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-        return x ^ (x >> 31);
-}
-
-struct rng {
-        uint64_t s;
-};
-
-static uint64_t rnd(struct rng *r)
-{
-        r->s += 0x9e3779b97f4a7c15ull;
-        return mix64(r->s);
-}
-
-static uint64_t rnd_below(struct rng *r, uint64_t n)
-{
-        return n ? rnd(r) % n : 0;
-}
-
 /* ---- self-describing values ------------------------------------------- */
 
 /*
@@ -1320,26 +1219,18 @@ static void writer_op(struct worker *w)
                 op_get(w, k, rnd_below(&w->r, 2));
 }
 
-static void *xmalloc(size_t n)
-{
-        void *p = calloc(1, n);
-
-        CHECK(p);
-        return p;
-}
-
 static void worker_init(struct worker *w, uint32_t role, uint32_t gen)
 {
         memset(w, 0, sizeof(*w));
         w->role = role;
         w->gen = gen;
         w->r.s = mix64(case_seed ^ ((uint64_t)role << 40 | gen));
-        w->buf = xmalloc(MAXV);
-        w->vbuf = xmalloc(MAXV);
-        w->mbuf = xmalloc((size_t)MGET_MAX * MGET_CAP);
-        w->seen = xmalloc((size_t)C->nkeys * MAX_ROLES * sizeof(*w->seen));
-        w->ver = xmalloc((size_t)C->nkeys * sizeof(*w->ver));
-        w->ver_val = xmalloc((size_t)C->nkeys * sizeof(*w->ver_val));
+        w->buf = xcalloc(MAXV);
+        w->vbuf = xcalloc(MAXV);
+        w->mbuf = xcalloc((size_t)MGET_MAX * MGET_CAP);
+        w->seen = xcalloc((size_t)C->nkeys * MAX_ROLES * sizeof(*w->seen));
+        w->ver = xcalloc((size_t)C->nkeys * sizeof(*w->ver));
+        w->ver_val = xcalloc((size_t)C->nkeys * sizeof(*w->ver_val));
 }
 
 static struct stoa *attach(void)
@@ -1683,8 +1574,8 @@ static int checker_retry(int r, uint64_t *first, const char *what, const char *k
  */
 static void checker_child(void *arg)
 {
-        uint8_t *buf = xmalloc(MAXV), *visits = xmalloc(MAX_KEYS + MAX_CTR);
-        uint32_t *lens = xmalloc((MAX_KEYS + MAX_CTR) * sizeof(*lens));
+        uint8_t *buf = xcalloc(MAXV), *visits = xcalloc(MAX_KEYS + MAX_CTR);
+        uint32_t *lens = xcalloc((MAX_KEYS + MAX_CTR) * sizeof(*lens));
         uint32_t nk = C->nkeys, nc = C->nctr;
         struct stoa *c;
         uint64_t gone = 0, present = 0, live = 0, bound = 0;
@@ -2349,7 +2240,7 @@ static const struct mp_cfg idle_cfg = {
 static void idle_child(void *arg)
 {
         unsigned id = (unsigned)(uintptr_t)arg, fails = 0, n = 0;
-        uint8_t *v = xmalloc(32 * KiB);
+        uint8_t *v = xcalloc(32 * KiB);
         char key[KLEN + 1];
         struct stoa *c;
 

@@ -41,35 +41,6 @@
 #define SEG_NAME   "wait"
 #define SEC        1000000000ull
 
-__attribute__((format(printf, 3, 4), noreturn))
-static void fail_at(const char *file, int line, const char *fmt, ...)
-{
-        va_list ap;
-
-        fprintf(stderr, "[pid %d] %s:%d: ", (int)getpid(), file, line);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        _exit(1);
-}
-
-#define CHECK(cond) do { if (!(cond)) fail_at(__FILE__, __LINE__, "%s", #cond); } while (0)
-#define CHECK_ERR(expr, want) do {                                                      \
-        int r_ = (expr), w_ = (want);                                                   \
-        if (r_ != w_)                                                                   \
-                fail_at(__FILE__, __LINE__, "%s: %d (%s), wanted %d (%s)", #expr, r_,   \
-                        stoa_strerror(r_), w_, stoa_strerror(w_));                      \
-} while (0)
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
-}
-
 /* A call that must return, and what it returned, with its time printed. */
 #define TIMED(what, expr, want) do {                                                    \
         uint64_t t0_ = now_ns();                                                        \
