@@ -2436,6 +2436,8 @@ static void ns_dropper(void *arg)
         bool kills = arg != NULL;
 
         snprintf(who, sizeof(who), "ns dropper");
+        /* Created before the first drop (the writer may not have written yet). */
+        CHECK_OK(stoa_set(c, "marker", 6, "m", 1, 0));
         while (!atomic_load(&NSS->stop)) {
                 uint64_t s0 = atomic_load(&NSS->done_seq);
                 bool flush = rnd_below(&r, 8) == 0;
