@@ -74,7 +74,8 @@
 #define NROLES          (NWRITERS + NREADERS)
 #define KLEN            16u
 #define VMIN            32u
-#define VMAX            6144u  /* 4096 keys of 3 KiB on average: more than a 16 MiB segment holds */
+#define VMAX            6144u   /* largest value (kill-evict); buffers are this big */
+#define VMAX_KEEP       2048u   /* largest value where nothing may be evicted (kill) */
 #define VHDR_MAGIC      0x6d726f74u     /* "torm" */
 #define PROBE_KEYS      512u
 #define BLOCKED_NS      (2 * SEC)       /* a call this long is a blocked call */
@@ -327,7 +328,9 @@ static void writer_loop(struct stoa *c, uint32_t w, struct rng *rg, uint8_t *buf
                 uint32_t k = (uint32_t)rnd_below(rg, NKEYS / NWRITERS) * NWRITERS + w;
                 uint64_t seq = atomic_load(&R->seq) + 1;
                 bool del = rnd_below(rg, 100) < 8;
-                size_t len = VMIN + (size_t)rnd_below(rg, VMAX - VMIN + 1);
+                /* 4096 keys of 3 KiB on average: more than the 16 MiB of kill-evict holds. */
+                size_t vmax = S->evicts ? VMAX : VMAX_KEEP;
+                size_t len = VMIN + (size_t)rnd_below(rg, vmax - VMIN + 1);
                 int r;
 
                 key_name(key, k);
