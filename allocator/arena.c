@@ -7,7 +7,7 @@
  * bitmap and counters possibly wrong, and the next taker rebuilds them from
  * the descriptors (al_arena_rebuild) before it does anything else.
  */
-#include "allocator/alloc.h"
+#include "allocator/heap.h"
 #include "shm/slots.h"
 #include "stoa/stoa.h"
 
@@ -407,8 +407,12 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                 case PAGE_SLAB:
                         a->slab_pages[al_cls_of(d)] += d->span;
                         d->full = 0;
-                        if (al_desc_sane(c, c->pfirst[ai] + p))
+                        if (al_desc_sane(c, c->pfirst[ai] + p)) {
                                 restore_summary(c, c->pfirst[ai] + p);
+                                if (d->owner == 0)      /* a drain cut short: count afresh */
+                                        d->nfree = al_count_local_free(
+                                                seg_ptr(c->s, al_page_off(c, c->pfirst[ai] + p)));
+                        }
                         if (d->owner == 0 && al_desc_sane(c, c->pfirst[ai] + p) &&
                             span_has_free(c, c->pfirst[ai] + p))
                                 al_list_abandoned(c, ai, c->pfirst[ai] + p);  /* relink */

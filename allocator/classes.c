@@ -33,10 +33,8 @@ int al_size_class(size_t bytes)
         return (int)lo;
 }
 
-uint32_t al_class_span(unsigned cls)
+static uint32_t span_of(uint32_t bs)
 {
-        uint32_t bs = al_class_size[cls];
-
         for (uint32_t span = 1; span < 8; span *= 2) {
                 uint64_t bytes = (uint64_t)span * AL_PAGE_SIZE;
                 uint64_t cap = (bytes - AL_SLAB_HDR) / bs;
@@ -48,10 +46,26 @@ uint32_t al_class_span(unsigned cls)
         return 8;
 }
 
+/* Spans and capacities, computed once: descriptors are checked against them often. */
+static uint32_t class_span[AL_NCLASSES], class_cap[AL_NCLASSES];
+
+__attribute__((constructor)) static void classes_init(void)
+{
+        for (unsigned k = 0; k < AL_NCLASSES; k++) {
+                uint32_t bs = al_class_size[k] ? al_class_size[k] : AL_PAGE_SIZE;
+                uint64_t cap;
+                class_span[k] = span_of(bs);
+                cap = ((uint64_t)class_span[k] * AL_PAGE_SIZE - AL_SLAB_HDR) / bs;
+                class_cap[k] = cap > 64u * AL_BITMAP_WORDS ? 64u * AL_BITMAP_WORDS : (uint32_t)cap;
+        }
+}
+
+uint32_t al_class_span(unsigned cls)
+{
+        return class_span[cls];
+}
+
 uint32_t al_class_capacity(unsigned cls)
 {
-        uint64_t cap = ((uint64_t)al_class_span(cls) * AL_PAGE_SIZE - AL_SLAB_HDR) /
-                       al_class_size[cls];
-
-        return cap > 64u * AL_BITMAP_WORDS ? 64u * AL_BITMAP_WORDS : (uint32_t)cap;
+        return class_cap[cls];
 }

@@ -363,6 +363,16 @@ uint32_t al_trim_op(struct al_heap *h)
                                 next = link_ok(c, d->next);
                                 if (!al_desc_sane(c, p) || d->state != PAGE_SLAB)
                                         break;  /* a damaged list: stop here */
+                                /*
+                                 * Ownerless, only remote frees add to it: with no
+                                 * summary bit, its count (kept by drains, redone
+                                 * by a rebuild) says it is not empty. Cheap, as a
+                                 * full segment that cannot evict trims on every
+                                 * allocation that fails.
+                                 */
+                                if (!atomic_load_explicit(&sh->remote_summary, memory_order_acquire) &&
+                                    d->nfree < d->capacity)
+                                        continue;
                                 al_drain(c, p, sh);
                                 d->nfree = al_count_local_free(sh);
                                 if (d->nfree != d->capacity)

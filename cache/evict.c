@@ -229,6 +229,13 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
  * -EAGAIN when what was evicted cannot be freed because a reader (stopped,
  * say) holds its epoch.
  */
+/*
+ * After a revolution that found nothing to evict, a write in the next 10 ms
+ * does not go round again: it takes what reclamation and trimming free, and
+ * else fails at once (-ENOMEM, or -EAGAIN when readers hold memory back).
+ */
+#define FRUITLESS_MS 10u
+
 int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
 {
         int cls = al_size_class(bytes);
@@ -237,6 +244,8 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
         uint32_t need = cls < 0 ? (uint32_t)((bytes + AL_STAMP_SIZE + AL_PAGE_SIZE - 1) /
                                              AL_PAGE_SIZE) : al_class_span((unsigned)cls);
         int r;
+
+        unsigned got = 0;
 
         for (unsigned round = 0;; round++) {
                 r = al_alloc(t->heap, bytes, -1, ret_off);
@@ -264,12 +273,24 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                                 stolen += (uint32_t)cache_recover_dead(t->k);
                         }
                 }
-                if (cache_reclaim(t) + al_trim(t->heap) + stolen > 0) {
+                /*
+                 * Trimming walks every abandoned span: only when something
+                 * may have emptied one (a first try, or what we just evicted
+                 * or freed). A segment that cannot evict would pay it on every
+                 * round of every write.
+                 */
+                uint32_t freed = (uint32_t)cache_reclaim(t) + stolen;
+                if (round == 0 || got || freed)
+                        freed += al_trim(t->heap);
+                if (freed > 0) {
                         r = al_alloc(t->heap, bytes, -1, ret_off);
                         if (r != -ENOMEM)
                                 return r;
                 }
-                unsigned got = 0;
+                /* A whole revolution just found nothing to evict: say so again at once. */
+                if (round == 0 && cache_clock_ms() - t->fruitless_ms < FRUITLESS_MS)
+                        break;
+                got = 0;
                 if (round < 4)
                         got = evict_hand(t, hand, 8, 4096, UINT32_MAX, false);
                 got += evict_sparse(t, 2 * need + 2);
@@ -279,10 +300,10 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                         got = (unsigned)cache_adopt_orphans(t->k);
 
                 idle = got ? 0 : idle + need + 1;
-                if (idle > npages + need || round >= 4096)
+                if (idle > npages + need || round >= 4096) {
+                        t->fruitless_ms = cache_clock_ms();
                         break;          /* a whole revolution with nothing to evict */
-                cache_reclaim(t);
-                al_trim(t->heap);
+                }
         }
         if (cache_ring_blocked(t)) {
                 seg_set_errdetail("evicted memory is held back by readers' views (or a reader "
