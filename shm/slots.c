@@ -108,10 +108,12 @@ static void identify(struct slot_hdr *h)
 
         clock_gettime(CLOCK_REALTIME, &ts);
         h->since_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-        h->pid = (uint32_t)getpid();
-        h->tid = (uint32_t)syscall(SYS_gettid);
+        /* Read by waiters that look at who holds what (shm/wait.c): one store each. */
+        __atomic_store_n(&h->pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        __atomic_store_n(&h->tid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
         h->uid = (uint32_t)geteuid();
-        h->pidns = stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+        __atomic_store_n(&h->pidns, stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0,
+                         __ATOMIC_RELAXED);
         memset(h->comm, 0, sizeof(h->comm));
         prctl(PR_GET_NAME, h->comm, 0, 0, 0);
         h->comm[sizeof(h->comm) - 1] = 0;
@@ -134,9 +136,9 @@ static int recover_if_dead_locked(struct seg *s, uint32_t slot)
          * reads as alive (we hold the byte) for as long as recovery runs.
          */
         uint32_t g = atomic_fetch_add_explicit(&h->gen, 1, memory_order_acq_rel) + 1;
-        h->rpid = (uint32_t)getpid();
-        h->rtid = (uint32_t)syscall(SYS_gettid);
-        h->rpidns = pidns_ino();
+        __atomic_store_n(&h->rpid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        __atomic_store_n(&h->rtid, (uint32_t)syscall(SYS_gettid), __ATOMIC_RELAXED);
+        __atomic_store_n(&h->rpidns, pidns_ino(), __ATOMIC_RELAXED);
         atomic_store_explicit(&h->rgen, g, memory_order_release);
         if (recover_fn) {
                 int r = recover_fn(s, slot, recover_arg);

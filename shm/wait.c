@@ -72,14 +72,16 @@ static int holder_stopped(struct seg *s, uint32_t slot, uint32_t gen)
         if (slot >= slots_count(s))
                 return -1;
         struct slot_hdr *h = slot_hdr(s, slot);
-        uint32_t pid = h->pid, tid = h->tid;
-        uint64_t ns = h->pidns;
+        /* A new owner may be writing them: each read once (the generation check follows). */
+        uint32_t pid = __atomic_load_n(&h->pid, __ATOMIC_RELAXED);
+        uint32_t tid = __atomic_load_n(&h->tid, __ATOMIC_RELAXED);
+        uint64_t ns = __atomic_load_n(&h->pidns, __ATOMIC_RELAXED);
 
         /* A recovery runs under a generation of its own, by another client. */
         if (atomic_load_explicit(&h->rgen, memory_order_acquire) == gen) {
-                pid = h->rpid;
-                tid = h->rtid;
-                ns = h->rpidns;
+                pid = __atomic_load_n(&h->rpid, __ATOMIC_RELAXED);
+                tid = __atomic_load_n(&h->rtid, __ATOMIC_RELAXED);
+                ns = __atomic_load_n(&h->rpidns, __ATOMIC_RELAXED);
         }
         if (atomic_load_explicit(&h->gen, memory_order_acquire) != gen || !pid || !ns ||
             ns != my_pidns())
