@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#define SEG_SIZE        (8u << 20)
+#define SEG_SIZE        (16u << 20)     /* STOA_SIZE_MIN */
 #define NKEYS           300u
 
 static uint8_t *tmpl;
