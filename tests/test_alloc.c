@@ -1905,25 +1905,37 @@ static void pt_stalethief_child(void *arg)
  * up; the slot goes idle and a thief disowns its spans (the full one goes
  * on no list: no block of it is free). Then the slot is killed.
  */
+/*
+ * Allocate `size` blocks until the first one's span is full; each committed
+ * but the last, which stays journalled. Returns the last; *ret_first the first.
+ */
+static uint64_t pt_fill_span(struct core *c, struct core_thread *t, size_t size,
+                             uint64_t *ret_first)
+{
+        uint32_t pg = UINT32_MAX;
+
+        for (;;) {
+                uint64_t off;
+                CHECK_OK(al_alloc(&t->heap, size, -1, &off));
+                if (pg == UINT32_MAX) {
+                        pg = head_of(c, off);
+                        *ret_first = off;
+                }
+                CHECKF(head_of(c, off) == pg, "the span filled up unseen");
+                if (al_desc(&c->al, pg)->nfree == 0)
+                        return off;
+                al_commit(&t->heap);
+        }
+}
+
 static void pt_fullspan_child(void *arg)
 {
         struct core_thread t;
         struct core *c = pt_enter(&t);
-        uint32_t pg = UINT32_MAX;
+        uint64_t first;
 
         (void)arg;
-        for (;;) {
-                uint64_t off;
-                CHECK_OK(al_alloc(&t.heap, 200, -1, &off));
-                if (pg == UINT32_MAX)
-                        pg = head_of(c, off);
-                CHECKF(head_of(c, off) == pg, "the span filled up unseen");
-                if (al_desc(&c->al, pg)->nfree == 0) {
-                        pt->off[0] = off;       /* journalled, not committed */
-                        break;
-                }
-                al_commit(&t.heap);
-        }
+        pt->off[0] = pt_fill_span(c, &t, 200, &first);  /* journalled, not committed */
         atomic_store(&pt->step, 1);
         pause();                /* idle: the parent steals, then kills */
 }
@@ -2016,20 +2028,10 @@ static void pt_fillspan_child(void *arg)
 {
         struct core_thread t;
         struct core *c = pt_enter(&t);
-        uint32_t pg = UINT32_MAX;
-        uint64_t off, extra;
+        uint64_t extra;
 
         (void)arg;
-        for (;;) {
-                CHECK_OK(al_alloc(&t.heap, 3000, -1, &off));
-                if (pg == UINT32_MAX) {
-                        pg = head_of(c, off);
-                        pt->off[0] = off;
-                }
-                CHECKF(head_of(c, off) == pg, "the span filled up unseen");
-                if (al_desc(&c->al, pg)->nfree == 0)
-                        break;
-        }
+        pt_fill_span(c, &t, 3000, &pt->off[0]);
         CHECK_OK(al_alloc(&t.heap, 3000, -1, &extra));  /* finds it full: disowned */
         CHECK_OK(al_free(&t.heap, extra));
         al_commit(&t.heap);
@@ -2164,6 +2166,17 @@ static bool recover_killed_at(uint32_t slot, const char *point)
         CHECKF(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 3),
                "recoverer killed at %s: status %#x", point, st);
         return WIFSIGNALED(st);
+}
+
+/* Free every block of the span at `pg` that is still allocated. */
+static void free_span(struct core *c, struct core_thread *t, uint32_t pg)
+{
+        const struct page_desc *d = al_desc(&c->al, pg);
+        uint64_t base = al_page_off(&c->al, pg) + AL_SLAB_HDR + AL_STAMP_SIZE;
+
+        for (uint32_t b = 0; b < d->capacity; b++)
+                if (block_allocated(c, base + (uint64_t)b * d->block_size))
+                        CHECK_OK(al_free(&t->heap, base + (uint64_t)b * d->block_size));
 }
 
 static void case_crash_points(void)
@@ -2324,13 +2337,8 @@ static void case_crash_points(void)
                 CHECK_EQ(head_of(c, off), pg);
                 CHECK_OK(al_free(&t.heap, off));
                 pt_recover(c, slot);
-                const struct page_desc *d = al_desc(&c->al, pg);
-                if (d->state == PAGE_SLAB && d->cls == k3) {
-                        uint64_t base = al_page_off(&c->al, pg) + AL_SLAB_HDR + AL_STAMP_SIZE;
-                        for (uint32_t b = 0; b < d->capacity; b++)
-                                if (block_allocated(c, base + (uint64_t)b * d->block_size))
-                                        CHECK_OK(al_free(&t.heap, base + (uint64_t)b * d->block_size));
-                }
+                if (al_desc(&c->al, pg)->state == PAGE_SLAB && al_desc(&c->al, pg)->cls == k3)
+                        free_span(c, &t, pg);
                 CHECK_EQ(used_bytes(c), 0);
                 CHECK_CLEAN(c);
         }
@@ -2451,11 +2459,7 @@ static void case_crash_points(void)
                 CHECKF(!block_allocated(c, pt->off[0]), "unpublished block of a disowned span "
                        "kept (recovery %s)", i ? "killed after its remote free, redone" : "whole");
                 CHECK_CLEAN(c);
-                const struct page_desc *d = al_desc(&c->al, pg);
-                uint64_t base = al_page_off(&c->al, pg) + AL_SLAB_HDR + AL_STAMP_SIZE;
-                for (uint32_t b = 0; b < d->capacity; b++)
-                        if (block_allocated(c, base + (uint64_t)b * d->block_size))
-                                CHECK_OK(al_free(&t.heap, base + (uint64_t)b * d->block_size));
+                free_span(c, &t, pg);
                 CHECK_EQ(used_bytes(c), 0);
                 CHECK_CLEAN(c);
         }

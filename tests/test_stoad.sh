@@ -12,38 +12,11 @@ set -u
 STOAD=${1:?usage: test_stoad.sh PATH/TO/stoad PATH/TO/stoa}
 STOA=${2:?usage: test_stoad.sh PATH/TO/stoad PATH/TO/stoa}
 
-base=/tmp
-[ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
-STOA_DIR=$(mktemp -d "$base/stoa-stoad.XXXXXX") || exit 1
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/lib.sh"
+lib_setup stoad
 chmod 755 "$STOA_DIR"           # uid nobody must reach the files below
-export STOA_DIR
-T=$(mktemp -d) || exit 1
-pids=()
-cleanup() {
-        for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-        wait 2>/dev/null
-        rm -rf "$STOA_DIR" "$T"
-}
-trap cleanup EXIT
 
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
-run() {
-        "$@" >"$T/out" 2>"$T/err"
-        rc=$?
-        err=$(cat "$T/err")
-        if grep -Eq 'Sanitizer|runtime error:' "$T/err"; then
-                not_ok "sanitizer report from '$*': $(grep -Em1 'Sanitizer|runtime error:' "$T/err")"
-        fi
-}
-expect() {
-        local want=$1 d=$2; shift 2
-        run "$@"
-        if [ "$rc" -eq "$want" ]; then ok "$d"; else not_ok "$d: exit $rc, want $want; stderr: $err"; fi
-}
 err_has() { if grep -Eq -- "$2" <<<"$err"; then ok "$1"; else not_ok "$1: stderr was: $err"; fi; }
 log_has() { if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1: no /$3/ in: $(cat "$2")"; fi; }
 # Start stoad in the background, its stderr in $T/$1.log; sets $bg.
