@@ -2,6 +2,7 @@
  * shm/seg.c: create, attach, check and map segments. See seg.h and
  * docs/design.md section 1.
  */
+#include "shm/names.h"
 #include "shm/seg.h"
 #include "stoa/stoa.h"
 
@@ -17,13 +18,10 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/magic.h>
 
 #ifndef MFD_HUGE_2MB
 #define MFD_HUGE_2MB (21u << 26)
@@ -294,148 +292,6 @@ static void fill_identity(struct seg_header *h)
                 memcpy(h->creator_host, u.nodename, sizeof(h->creator_host) - 1);
         prctl(PR_GET_NAME, h->creator_comm, 0, 0, 0);
         h->creator_comm[sizeof(h->creator_comm) - 1] = 0;
-}
-
-/* ---- names and directories ----------------------------------------------- */
-
-static bool name_is_bare(const char *name)
-{
-        return strchr(name, '/') == NULL;
-}
-
-static int check_bare_name(const char *name)
-{
-        size_t n = strlen(name);
-
-        if (n == 0 || n > SEG_NAME_MAX || name[0] == '.') {
-                seg_set_errdetail("segment name '%s' must be 1-%u characters and not start with '.'",
-                                  name, SEG_NAME_MAX);
-                return -EINVAL;
-        }
-        for (size_t i = 0; i < n; i++) {
-                char c = name[i];
-                if (!(c == '-' || c == '_' || c == '.' || (c >= '0' && c <= '9') ||
-                      (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
-                        seg_set_errdetail("segment name '%s': only letters, digits, '.', '-' "
-                                          "and '_' (or give a path with '/')", name);
-                        return -EINVAL;
-                }
-        }
-        return 0;
-}
-
-#define MAX_DIRS 4
-
-struct dirlist {
-        unsigned n;
-        char dir[MAX_DIRS][PATH_MAX];
-        bool huge[MAX_DIRS];
-};
-
-static bool dir_is_hugetlbfs(const char *dir)
-{
-        struct statfs sf;
-
-        return statfs(dir, &sf) == 0 && (unsigned long)sf.f_type == HUGETLBFS_MAGIC;
-}
-
-/* Candidate directories for a bare name, in order of preference. */
-static void bare_dirs(struct dirlist *dl)
-{
-        const char *env = getenv("STOA_DIR");
-        FILE *f;
-        char line[1024];
-
-        dl->n = 0;
-        if (env && *env) {
-                snprintf(dl->dir[0], PATH_MAX, "%s", env);
-                dl->huge[0] = dir_is_hugetlbfs(env);
-                dl->n = 1;
-                return;
-        }
-        f = fopen("/proc/self/mounts", "re");
-        while (f && fgets(line, sizeof(line), f) && dl->n < MAX_DIRS - 1) {
-                char dev[256], mnt[512], type[64];
-                struct statfs sf;
-                if (sscanf(line, "%255s %511s %63s", dev, mnt, type) != 3 ||
-                    strcmp(type, "hugetlbfs") != 0)
-                        continue;
-                if (statfs(mnt, &sf) != 0 || sf.f_bsize != SEG_HUGE_2M)
-                        continue;
-                snprintf(dl->dir[dl->n], PATH_MAX, "%s/stoa", mnt);
-                dl->huge[dl->n++] = true;
-        }
-        if (f)
-                fclose(f);
-        snprintf(dl->dir[dl->n], PATH_MAX, "%s", SEG_DEFAULT_DIR);
-        dl->huge[dl->n++] = false;
-}
-
-static enum seg_backing dir_backing(const char *dir)
-{
-        struct statfs sf;
-
-        if (statfs(dir, &sf) != 0 || (unsigned long)sf.f_type == TMPFS_MAGIC)
-                return SEG_BACK_SHMEM;
-        return SEG_BACK_FILE;
-}
-
-static int split_path(const char *path, char *dir, size_t dlen, const char **base)
-{
-        const char *slash = strrchr(path, '/');
-
-        if (!slash || slash[1] == 0) {
-                seg_set_errdetail("'%s' does not name a file", path);
-                return -EINVAL;
-        }
-        *base = slash + 1;
-        if (slash == path)
-                snprintf(dir, dlen, "/");
-        else
-                snprintf(dir, dlen, "%.*s", (int)(slash - path), path);
-        return 0;
-}
-
-static int ensure_dir(const char *dir)
-{
-        if (mkdir(dir, 01777) == 0) {
-                chmod(dir, 01777);      /* like /dev/shm: any user may create */
-                return 0;
-        }
-        if (errno == EEXIST)
-                return 0;
-        seg_set_errdetail("cannot create directory %s: %s", dir, strerror(errno));
-        return -errno;
-}
-
-int seg_find(const char *name, char *buf, size_t len)
-{
-        struct dirlist dl;
-
-        if (!name || !buf)
-                return -EINVAL;
-        if (!name_is_bare(name)) {
-                if (access(name, F_OK) != 0)
-                        return -errno;
-                snprintf(buf, len, "%s", name);
-                return 0;
-        }
-        int r = check_bare_name(name);
-        if (r < 0)
-                return r;
-        bare_dirs(&dl);
-        for (unsigned i = 0; i < dl.n; i++) {
-                snprintf(buf, len, "%s/%s", dl.dir[i], name);
-                if (access(buf, F_OK) == 0)
-                        return 0;
-                if (errno != ENOENT) {
-                        seg_set_errdetail("%s: %s", buf, strerror(errno));
-                        return -errno;
-                }
-        }
-        seg_set_errdetail("no segment named '%s' (looked in %s%s)", name, dl.dir[0],
-                          dl.n > 1 ? " and others" : "");
-        return -ENOENT;
 }
 
 /* ---- mapping ------------------------------------------------------------- */
@@ -1065,65 +921,4 @@ const struct seg_region *seg_region(const struct seg *s, uint32_t kind, unsigned
                         return &s->hdr->regions[i];
         }
         return NULL;
-}
-
-/* ---- fd passing ---------------------------------------------------------- */
-
-#define FDMSG_TAG "STOAFD1"
-
-int seg_send_fd(int sock, const struct seg *s)
-{
-        char tag[8] = FDMSG_TAG;
-        struct iovec iov = { .iov_base = tag, .iov_len = sizeof(tag) };
-        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-        struct msghdr m = {
-                .msg_iov = &iov, .msg_iovlen = 1,
-                .msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-        };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-
-        if (!s || s->fd < 0)
-                return -EINVAL;
-        memset(u.buf, 0, sizeof(u.buf));
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &s->fd, sizeof(int));
-        if (sendmsg(sock, &m, MSG_NOSIGNAL) < 0)
-                return -errno;
-        return 0;
-}
-
-int seg_recv_fd(int sock, int *ret_fd)
-{
-        char tag[8];
-        struct iovec iov = { .iov_base = tag, .iov_len = sizeof(tag) };
-        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-        struct msghdr m = {
-                .msg_iov = &iov, .msg_iovlen = 1,
-                .msg_control = u.buf, .msg_controllen = sizeof(u.buf),
-        };
-        int fd = -1;
-
-        if (!ret_fd)
-                return -EINVAL;
-        ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-        if (n < 0)
-                return -errno;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-                        memcpy(&fd, CMSG_DATA(c), sizeof(int));
-        }
-        if (n != sizeof(tag) || memcmp(tag, FDMSG_TAG, sizeof(tag)) != 0) {
-                if (fd >= 0)
-                        close(fd);
-                seg_set_errdetail("message on the socket is not a stoa segment fd");
-                return STOA_E_FOREIGN;
-        }
-        if (fd < 0) {
-                seg_set_errdetail("no fd in the message");
-                return -EBADMSG;
-        }
-        *ret_fd = fd;
-        return 0;
 }
