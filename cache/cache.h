@@ -244,7 +244,6 @@ struct cache_thr {
         uint32_t since_steal;           /* allocations that found memory short */
         uint64_t last_steal_ms;
         uint64_t last_recover_ms;       /* dead slots last recovered for memory */
-        uint64_t fruitless_ms;          /* when eviction last went round finding nothing */
         struct waiter rwait;            /* for a recovery another client runs */
         uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
 };

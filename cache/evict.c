@@ -229,13 +229,6 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
  * -EAGAIN when what was evicted cannot be freed because a reader (stopped,
  * say) holds its epoch.
  */
-/*
- * After a revolution that found nothing to evict, a write in the next 10 ms
- * does not go round again: it takes what reclamation and trimming free, and
- * else fails at once (-ENOMEM, or -EAGAIN when readers hold memory back).
- */
-#define FRUITLESS_MS 10u
-
 int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
 {
         int cls = al_size_class(bytes);
@@ -287,9 +280,6 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                         if (r != -ENOMEM)
                                 return r;
                 }
-                /* A whole revolution just found nothing to evict: say so again at once. */
-                if (round == 0 && cache_clock_ms() - t->fruitless_ms < FRUITLESS_MS)
-                        break;
                 got = 0;
                 if (round < 4)
                         got = evict_hand(t, hand, 8, 4096, UINT32_MAX, false);
@@ -300,10 +290,8 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                         got = (unsigned)cache_adopt_orphans(t->k);
 
                 idle = got ? 0 : idle + need + 1;
-                if (idle > npages + need || round >= 4096) {
-                        t->fruitless_ms = cache_clock_ms();
+                if (idle > npages + need || round >= 4096)
                         break;          /* a whole revolution with nothing to evict */
-                }
         }
         if (cache_ring_blocked(t)) {
                 seg_set_errdetail("evicted memory is held back by readers' views (or a reader "

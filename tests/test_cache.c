@@ -3371,8 +3371,13 @@ static void poke_everything(struct stoa *d, unsigned nkeys)
                 stage("stoa_replace");
                 stoa_replace(d, k, kl, KS("replaced"), 0);
         }
+        /*
+         * On a scribbled index each may find nothing to evict and go round the
+         * whole heap before it fails (about 0.3 ms, 3 ms under ASan): a few
+         * hundred say what more would, within the case's time under load.
+         */
         stage("stoa_set of new keys");
-        for (unsigned i = 0; i < 2000; i++) {
+        for (unsigned i = 0; i < 400; i++) {
                 size_t kl = (size_t)snprintf(k, sizeof(k), "new:%u", i);
                 pattern(buf, fill_len(i), i);
                 stoa_set(d, k, kl, buf, fill_len(i), 0);
