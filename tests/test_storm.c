@@ -920,6 +920,9 @@ static void case_stop(void)
                 "%" PRIu64 " worker writes -EAGAIN, %.1f s in all\n", trials, by_role[0], by_role[1],
                 (double)worst / 1e6, eagain_trials, (double)maxc / 1e6, total(ST_EAGAIN),
                 (double)(now_ns() - t0) / 1e9);
+        for (uint32_t i = 0; i < NROLES; i++)
+                if (S->role[i].first_fail[0])
+                        fprintf(stderr, "    role %u, first failed write: %s\n", i, S->role[i].first_fail);
         CHECKF(total(ST_FAILS) == 0, "%" PRIu64 " worker writes failed otherwise than -EAGAIN",
                total(ST_FAILS));
         for (uint32_t k = 0; k < PROBE_KEYS; k++) {
