@@ -172,3 +172,15 @@ bad:
         return fail("%s '%s': not a duration; give seconds (e.g. 1 or 0.5) or a number with "
                     "ms, s, m or h, from %s to %s", what, s, lo, hi);
 }
+
+int cli_usage_error(const char *prog, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        fprintf(stderr, "%s: ", prog);
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, " (try '%s --help')\n", prog);
+        va_end(ap);
+        return 2;
+}

@@ -45,4 +45,8 @@ const char *cli_bytes(char *buf, unsigned long len, uint64_t v);
 /* The last parser's complaint (a static buffer: the programs parse in one thread). */
 const char *cli_error(void);
 
+/* "PROG: <message> (try 'PROG --help')" on stderr; returns 2, the usage exit status. */
+__attribute__((format(printf, 2, 3)))
+int cli_usage_error(const char *prog, const char *fmt, ...);
+
 #endif /* STOA_TOOLS_CLI_H */

@@ -72,18 +72,8 @@ static void usage(FILE *f)
                 "with '-'. Exit status: 0 ok, 1 failure (not found, inconsistent), 2 usage.\n");
 }
 
-__attribute__((format(printf, 1, 2)))
-static int usage_error(const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        fputs("stoa: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputs(" (try 'stoa --help')\n", stderr);
-        va_end(ap);
-        return EXIT_USAGE;
-}
+#define usage_error(...) cli_usage_error("stoa", __VA_ARGS__)
+_Static_assert(EXIT_USAGE == 2, "cli_usage_error returns 2");
 
 /* ---- output helpers ---- */
 

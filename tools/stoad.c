@@ -60,18 +60,8 @@ static void usage(FILE *f)
                 CORE_DEFAULT_NAME);
 }
 
-__attribute__((format(printf, 1, 2)))
-static int usage_error(const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        fputs("stoad: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputs(" (try 'stoad --help')\n", stderr);
-        va_end(ap);
-        return EXIT_USAGE;
-}
+#define usage_error(...) cli_usage_error("stoad", __VA_ARGS__)
+_Static_assert(EXIT_USAGE == 2, "cli_usage_error returns 2");
 
 struct want {
         const char *name;
