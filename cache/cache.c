@@ -234,8 +234,10 @@ static inline bool item_is(const struct item *it, uint64_t ns, const void *key, 
  * Look through a key's two buckets. With `t`, each candidate item is
  * protected before it is read (cache_protect); without, it is read as is.
  */
-static _Atomic uint64_t *lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key,
-                                size_t klen, uint64_t hash, struct item **ret_item)
+/* Inlined into both callers: with `t` known NULL or not, the protected read folds away. */
+static inline __attribute__((always_inline)) _Atomic uint64_t *
+lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
+       uint64_t hash, struct item **ret_item)
 {
         uint64_t b[2];
         uint64_t tag = hash & 0xffff000000000000ull;
