@@ -39,11 +39,12 @@ static int abandon_arena(struct al_heap *h, unsigned ai, uint32_t slot, struct a
         int r;
 
         /*
-         * The lists go first: the spans are found by their owner tag, and a
-         * pass cut short (a lock held) must not leave a list naming a span
-         * that was handed back. The next pass finds the rest.
+         * The lists are cleared only once every span is handed back: a pass
+         * cut short (a lock held) leaves them naming what it did not reach,
+         * which says the slot still holds spans (cache_adopt_orphans looks),
+         * and no one allocates from them meanwhile (its owner waits for a
+         * complete pass: lists_stale; a thief checks each span's owner).
          */
-        memset(as->avail[ai], 0, sizeof(as->avail[ai]));
         while (p < end) {
                 unsigned n = 0;
                 for (; p < end && n < ABANDON_BATCH; p++) {
@@ -87,6 +88,7 @@ static int abandon_arena(struct al_heap *h, unsigned ai, uint32_t slot, struct a
                 }
                 al_arena_unlock(h, ai);
         }
+        memset(as->avail[ai], 0, sizeof(as->avail[ai]));
         return 0;
 }
 
