@@ -217,6 +217,7 @@ int al_arena_for_node(const struct al_ctx *c, int node)
 /* ---- lock and repair ----------------------------------------------------- */
 
 static bool span_has_free(const struct al_ctx *c, uint32_t page);
+static void restore_summary(const struct al_ctx *c, uint32_t page);
 
 /* List a disowned span with free blocks on its class's abandoned list (lock held). */
 void al_list_abandoned(struct al_ctx *c, unsigned ai, uint32_t page)
@@ -244,6 +245,31 @@ void al_relist_later(struct al_ctx *c, unsigned ai, uint32_t page)
 }
 
 /*
+ * Whether an ownerless span has a free block and so belongs on the abandoned
+ * list (lock held). One with none and a summary bit set carries a stale bit:
+ * a freer paused between its two ORs (the block's bit, then the summary's)
+ * saw its block drained and handed out again before it set the summary. Left
+ * set, that bit would tell the next freer the span is listed already, and
+ * the span would be lost to every slot. So it is cleared, and the bitmap
+ * looked at again: a block freed meanwhile keeps the span, and its summary
+ * bit is put back; a block freed later finds the summary 0 and lists it.
+ * Only ownerless spans under the lock: nobody else drains them.
+ */
+static bool span_listable(const struct al_ctx *c, uint32_t page)
+{
+        struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, page));
+
+        if (span_has_free(c, page))
+                return true;
+        if (!atomic_exchange_explicit(&sh->remote_summary, 0, memory_order_seq_cst))
+                return false;
+        if (!span_has_free(c, page))
+                return false;
+        restore_summary(c, page);
+        return true;
+}
+
+/*
  * List the spans marked by al_relist_later (lock held). The flag is taken
  * before the bits are read, and a marker sets its bit before the flag, so
  * a mark made after this pass looked is found by the next one.
@@ -258,7 +284,7 @@ static void relist_marked(struct al_ctx *c, unsigned ai)
                         uint32_t p = c->pfirst[ai] + w * 64 + (uint32_t)__builtin_ctzll(bits);
                         struct page_desc *d = al_desc(c, p);
                         if (p < c->pfirst[ai] + c->pcount[ai] && d->state == PAGE_SLAB &&
-                            d->owner == 0 && !d->full && al_desc_sane(c, p) && span_has_free(c, p))
+                            d->owner == 0 && !d->full && al_desc_sane(c, p) && span_listable(c, p))
                                 al_list_abandoned(c, ai, p);
                 }
         }
@@ -414,7 +440,7 @@ void al_arena_rebuild(struct al_ctx *c, unsigned ai)
                                                 seg_ptr(c->s, al_page_off(c, c->pfirst[ai] + p)));
                         }
                         if (d->owner == 0 && al_desc_sane(c, c->pfirst[ai] + p) &&
-                            span_has_free(c, c->pfirst[ai] + p))
+                            span_listable(c, c->pfirst[ai] + p))
                                 al_list_abandoned(c, ai, c->pfirst[ai] + p);  /* relink */
                         used += d->span;
                         break;

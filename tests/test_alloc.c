@@ -25,7 +25,7 @@
  *
  * STOA_STRESS_SCALE (default 1) multiplies the iteration counts.
  */
-#include "allocator/alloc.h"
+#include "allocator/heap.h"
 #include "client/core.h"
 #include "shm/slots.h"
 #include "shm/testpoint.h"
@@ -869,6 +869,92 @@ static void case_stale_free(void)
         CHECK_CLEAN(c);
         core_thread_leave(&t2);
         core_thread_leave(&t);
+        core_close(c);
+}
+
+/*
+ * A remote free is two ORs: the block's bit, then its word's summary bit.
+ * A freer paused between them (preempted, SIGSTOPped) can see its block
+ * drained and handed out again meanwhile, and then set a summary bit over a
+ * word that holds no free block. Its summary going from 0 to non-zero still
+ * makes it list the span, or mark it when the lock is held; if the lock's
+ * next holder then finds nothing free and leaves that stale bit set, the
+ * next real free sees a summary already non-zero, takes it that the span
+ * is listed, and the span is lost to every slot (the stop storm's "ownerless
+ * span with K free blocks on no list ... summary 0x1, nfree 0").
+ */
+static void case_stale_summary(void)
+{
+        struct core *c = seg_create(32 * MiB, 8);
+        struct core_thread ta, tb, tc, td, tf;
+        const size_t sz = 6000;
+        const unsigned cls = (unsigned)al_size_class(sz), cap = al_class_capacity(cls);
+        uint64_t x[64], y[3], extra;
+
+        CHECK(cap >= 3 && cap < 64);
+        CHECK_OK(core_thread_enter(c, &ta));
+        CHECK_OK(core_thread_enter(c, &tb));
+        CHECK_OK(core_thread_enter(c, &tc));
+        CHECK_OK(core_thread_enter(c, &td));
+        CHECK_OK(core_thread_enter(c, &tf));
+        /* A fills span S; its next allocation disowns S (full: on no list). */
+        for (unsigned i = 0; i < cap; i++) {
+                CHECK_OK(al_alloc(&ta.heap, sz, -1, &x[i]));
+                al_commit(&ta.heap);
+        }
+        uint32_t s = head_of(c, x[0]), i4, i9;
+        CHECK_EQ(head_of(c, x[cap - 1]), s);
+        CHECK_OK(al_alloc(&ta.heap, sz, -1, &extra));
+        al_commit(&ta.heap);
+        CHECK_EQ(al_desc(&c->al, s)->owner, 0);
+        CHECK_OK(al_locate(&c->al, x[1], &s, &i4));
+        CHECK_OK(al_locate(&c->al, x[2], &s, &i9));
+        struct slab_hdr *sh = span_of(c, s);
+
+        /* F frees x[1] remotely and is paused after the block's bit. */
+        atomic_fetch_or(&sh->remote_free[i4 / 64], 1ull << (i4 % 64));
+        /* Meanwhile B frees x[2] (0 -> 1: S is listed), and C adopts S, drains both and refills it. */
+        CHECK_OK(al_free(&tb.heap, x[2]));
+        for (unsigned i = 0; i < 3; i++) {
+                CHECK_OK(al_alloc(&tc.heap, sz, -1, &y[i]));
+                al_commit(&tc.heap);
+        }
+        CHECK_EQ(head_of(c, y[0]), s);
+        CHECK_EQ(head_of(c, y[1]), s);
+        CHECK(head_of(c, y[2]) != s);
+        CHECK_EQ(al_desc(&c->al, s)->owner, 0);
+        CHECK_EQ(atomic_load(&sh->remote_free[i4 / 64]), 0);
+        /* F goes on with the arena locked (by a stopped client, say): S is marked. */
+        CHECK_OK(al_arena_lock(&td.heap, 0));
+        CHECK_EQ(atomic_fetch_or(&sh->remote_summary, 1ull << (i4 / 64)), 0);
+        tf.heap.as->c.frees[0][cls]++;
+        al_list_if_disowned(&tf.heap, s);
+        CHECK(al_relist_marked(&c->al, s));
+        al_arena_unlock(&td.heap, 0);
+        /* The lock's next holder finds nothing free in S. */
+        CHECK_OK(al_arena_lock(&td.heap, 0));
+        al_arena_unlock(&td.heap, 0);
+        /* A real free into S now must list it where slots look. */
+        CHECK_OK(al_free(&tb.heap, y[0]));
+        CHECK_CLEAN(c);
+        CHECK_OK(al_alloc(&tb.heap, sz, -1, &y[0]));
+        al_commit(&tb.heap);
+        CHECK_EQ(head_of(c, y[0]), s);
+
+        CHECK_OK(al_free(&tb.heap, y[0]));
+        CHECK_OK(al_free(&tc.heap, y[1]));
+        CHECK_OK(al_free(&tc.heap, y[2]));
+        CHECK_OK(al_free(&ta.heap, extra));
+        for (unsigned i = 0; i < cap; i++)
+                if (i != 1 && i != 2)
+                        CHECK_OK(al_free(&ta.heap, x[i]));
+        core_thread_leave(&tf);
+        core_thread_leave(&td);
+        core_thread_leave(&tc);
+        core_thread_leave(&tb);
+        core_thread_leave(&ta);
+        CHECK_EQ(used_bytes(c), 0);
+        CHECK_CLEAN(c);
         core_close(c);
 }
 
@@ -2484,6 +2570,7 @@ static void test_runs(void **state) { (void)state; run_case(case_runs); }
 static void test_exhaust(void **state) { (void)state; run_case(case_exhaust); }
 static void test_bad_free(void **state) { (void)state; run_case(case_bad_free); }
 static void test_stale_free(void **state) { (void)state; run_case(case_stale_free); }
+static void test_stale_summary(void **state) { (void)state; run_case(case_stale_summary); }
 static void test_two_arenas(void **state) { (void)state; run_case(case_two_arenas); }
 static void test_stats(void **state) { (void)state; run_case(case_stats); }
 static void test_exchange(void **state) { (void)state; run_case(case_exchange); }
@@ -2500,6 +2587,7 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_exhaust),
                 cmocka_unit_test(test_bad_free),
                 cmocka_unit_test(test_stale_free),
+                cmocka_unit_test(test_stale_summary),
                 cmocka_unit_test(test_two_arenas),
                 cmocka_unit_test(test_stats),
                 cmocka_unit_test(test_exchange),
