@@ -43,7 +43,12 @@
 #define HAND_N           (AL_NCLASSES + 2)
 
 /* Per-slot counters, per namespace. */
-enum { CNT_HITS, CNT_MISSES, CNT_SETS, CNT_DELS, CNT_EVICT, CNT_EXPIRED, CNT_N = 8 };
+/*
+ * Removals are counted by cause: CNT_EVICT made room in memory, CNT_EXPIRED
+ * took an expired item, CNT_CONFLICT made room in the index (both of a new
+ * key's buckets full) while memory may have had room.
+ */
+enum { CNT_HITS, CNT_MISSES, CNT_SETS, CNT_DELS, CNT_EVICT, CNT_EXPIRED, CNT_CONFLICT, CNT_N = 8 };
 
 /* An index entry: tag:16 | spare:4 | item offset / 8 : 44. 0 = empty. */
 #define ENT_OFF_MASK     ((1ull << 44) - 1)
@@ -245,7 +250,7 @@ struct cache_thr {
         uint64_t last_steal_ms;
         uint64_t last_recover_ms;       /* dead slots last recovered for memory */
         struct waiter rwait;            /* for a recovery another client runs */
-        uint64_t cnt_evict, cnt_expired; /* process-local, for per-handle stats */
+        uint64_t cnt_evict, cnt_expired, cnt_conflict; /* process-local, for per-handle stats */
 };
 
 /* ---- layout (cache.c) ---- */
@@ -337,6 +342,13 @@ static inline void cache_count_removal(struct cache_thr *t, unsigned ns, bool ex
                 t->cnt_expired++;
         else
                 t->cnt_evict++;
+}
+
+/* A live item unlinked to make room in the index for a new key (write.c). */
+static inline void cache_count_conflict(struct cache_thr *t, unsigned ns)
+{
+        cache_count(t, ns, CNT_CONFLICT);
+        t->cnt_conflict++;
 }
 
 /* Monotonic milliseconds (coarse: deadlines and rate limits only). */

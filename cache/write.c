@@ -259,7 +259,10 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 replace_claimed(e, word);
                 cache_unprotect(t);
                 cache_retire(t, voff);
-                cache_count_removal(t, vns, expired);
+                if (expired)
+                        cache_count_removal(t, vns, true);
+                else
+                        cache_count_conflict(t, vns);
                 olock_release(&k->index[b0].lock);
                 return 1;
         }

@@ -111,6 +111,7 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
         }
         out->used_bytes = st.used_bytes;
         out->index_buckets = k->nbuckets;
+        out->index_ways = CACHE_WAYS;
         for (uint64_t b = 0; b < k->nbuckets; b++) {
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);
@@ -151,6 +152,7 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                 ni->dels = cnt[ns][CNT_DELS];
                 ni->evictions = cnt[ns][CNT_EVICT];
                 ni->expired = cnt[ns][CNT_EXPIRED];
+                ni->conflicts = cnt[ns][CNT_CONFLICT];
                 out->items += ni->items;
                 out->item_bytes += ni->bytes;
                 out->hits += ni->hits;
@@ -159,6 +161,7 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
                 out->dels += ni->dels;
                 out->evictions += ni->evictions;
                 out->expired += ni->expired;
+                out->conflicts += ni->conflicts;
         }
         return 0;
 }

@@ -77,6 +77,7 @@ static void tstate_leave(struct tstate *ts)
         }
         ts->st.evictions += ts->t.cnt_evict;
         ts->st.expired += ts->t.cnt_expired;
+        ts->st.conflicts += ts->t.cnt_conflict;
         stats_add(&h->gone, &ts->st);
         pthread_mutex_unlock(&h->mu);
         if (!h->core->seg->forked) {
@@ -913,6 +914,7 @@ STOA_API void stoa_stats_get(struct stoa *c, struct stoa_stats *out)
                 stats_add(out, &ts->st);
                 out->evictions += __atomic_load_n(&ts->t.cnt_evict, __ATOMIC_RELAXED);
                 out->expired += __atomic_load_n(&ts->t.cnt_expired, __ATOMIC_RELAXED);
+                out->conflicts += __atomic_load_n(&ts->t.cnt_conflict, __ATOMIC_RELAXED);
         }
         pthread_mutex_unlock(&c->mu);
 }

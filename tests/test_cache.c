@@ -15,6 +15,8 @@
  *   set_get_del       round trips, -ENOENT, -ENOBUFS (buffer untouched), -EINVAL
  *   sizes             STOA_KEY_MAX, -E2BIG, empty values, binary keys, runs of pages
  *   memory_full       fill far beyond capacity: SETs succeed by evicting, no wrong data
+ *   index_conflicts   small items to 60% of the heap: keys the index lost are counted
+ *                     as conflicts, none as memory evictions
  *   big_after_small   runs of pages once small values fill every page
  *   mixed_full        runs and small values interleaved far beyond capacity
  *   enomem_views      every value pinned by a view: -ENOMEM; released: SET works again
@@ -1248,6 +1250,62 @@ static void case_memory_full(void)
         CHECK_CLEAN(c);
         free(in);
         free(buf);
+        stoa_close(c);
+}
+
+/*
+ * Small unique items (16-byte keys, 64-byte values, as the issue measured) up
+ * to 60% of the heap: memory never runs short, so nothing may be counted as a
+ * memory eviction; a key the index could not hold is counted as a conflict,
+ * by the segment, its namespace and the handle alike, one for each key gone.
+ */
+static void case_index_conflicts(void)
+{
+        struct stoa *c = OPEN("conflicts", SEG_SMALL);
+        struct stoa_info *in = info_of(c);
+        const uint64_t heap = in->heap_bytes;
+        uint8_t val[64], buf[64];
+        char k[17];
+        unsigned n = 0, present = 0;
+        struct stoa_stats st;
+
+        for (;; n++) {
+                if (n % 1024 == 0) {
+                        free(in);
+                        in = info_of(c);
+                        if (in->used_bytes * 10 >= heap * 6)
+                                break;
+                }
+                snprintf(k, sizeof(k), "ic:%013u", n);
+                memset(val, (int)(n & 0xff), sizeof(val));
+                CHECK_ERR(stoa_set(c, k, 16, val, sizeof(val), 0), 0);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                size_t vl = 0;
+                snprintf(k, sizeof(k), "ic:%013u", i);
+                int r = stoa_get(c, k, 16, buf, sizeof(buf), &vl);
+                CHECKF(r == 0 || r == -ENOENT, "GET %s: %d (%s)", k, r, stoa_strerror(r));
+                if (r == 0) {
+                        CHECKF(vl == sizeof(val) && buf[0] == (uint8_t)(i & 0xff), "GET %s: not its value", k);
+                        present++;
+                }
+        }
+        free(in);
+        in = info_of(c);
+        stoa_stats_get(c, &st);
+        fprintf(stderr, "    %u keys written to %.0f%% of the heap: %u present, %llu index conflicts, "
+                "index %.1f%% full\n", n, 100.0 * (double)in->used_bytes / (double)heap, present,
+                (unsigned long long)in->conflicts,
+                100.0 * (double)in->index_entries / (double)(in->index_buckets * in->index_ways));
+        CHECK_U64(in->evictions, ==, 0);
+        CHECK_U64(st.evictions, ==, 0);
+        CHECK_U64(in->items, ==, present);
+        CHECK_U64(in->conflicts, ==, n - present);
+        CHECK_U64(st.conflicts, ==, in->conflicts);
+        CHECK(in->nns >= 1);           /* the default namespace comes first */
+        CHECK_U64(in->ns[0].conflicts, ==, in->conflicts);
+        CHECK_CLEAN(c);
+        free(in);
         stoa_close(c);
 }
 
@@ -3762,6 +3820,7 @@ CASE(null_handle)
 CASE(set_get_del)
 CASE(sizes)
 CASE(memory_full)
+CASE(index_conflicts)
 CASE(big_after_small)
 CASE(mixed_full)
 CASE(enomem_views)
@@ -3807,6 +3866,7 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_set_get_del),
                 cmocka_unit_test(test_sizes),
                 cmocka_unit_test(test_memory_full),
+                cmocka_unit_test(test_index_conflicts),
                 cmocka_unit_test(test_big_after_small),
                 cmocka_unit_test(test_mixed_full),
                 cmocka_unit_test(test_enomem_views),

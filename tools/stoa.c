@@ -220,8 +220,11 @@ static void stat_text(const struct stoa_info *in)
         printf("item bytes       %-14" PRIu64 " %s\n", in->item_bytes,
                human(h, sizeof h, in->item_bytes));
         printf("index buckets    %" PRIu64 "\n", in->index_buckets);
-        printf("index entries    %-14" PRIu64 " load %.3f entries/bucket\n", in->index_entries,
-               in->index_buckets ? (double)in->index_entries / (double)in->index_buckets : 0.0);
+        uint64_t capacity = in->index_buckets * in->index_ways;
+        printf("index entries    %-14" PRIu64 " load %.3f entries/bucket, %.1f%% of %" PRIu64 "\n",
+               in->index_entries,
+               in->index_buckets ? (double)in->index_entries / (double)in->index_buckets : 0.0,
+               capacity ? 100.0 * (double)in->index_entries / (double)capacity : 0.0, capacity);
         printf("hits             %" PRIu64 "\n", in->hits);
         printf("misses           %" PRIu64 "\n", in->misses);
         if (lookups)
@@ -232,6 +235,8 @@ static void stat_text(const struct stoa_info *in)
         printf("dels             %" PRIu64 "\n", in->dels);
         printf("evictions        %" PRIu64 "\n", in->evictions);
         printf("expirations      %" PRIu64 "\n", in->expired);
+        printf("index conflicts  %-14" PRIu64 " (live items removed for room in the index)\n",
+               in->conflicts);
         printf("clients alive    %" PRIu32 "\n", in->clients);
         printf("clients dead     %" PRIu32 "%s\n", in->dead_clients,
                in->dead_clients ? "  (not yet recovered; stoad recovers them)" : "");
@@ -255,6 +260,7 @@ static void stat_text(const struct stoa_info *in)
                 printf("  dels           %" PRIu64 "\n", n->dels);
                 printf("  evictions      %" PRIu64 "\n", n->evictions);
                 printf("  expirations    %" PRIu64 "\n", n->expired);
+                printf("  conflicts      %" PRIu64 "\n", n->conflicts);
         }
 }
 
@@ -276,8 +282,9 @@ static void stat_json(const struct stoa_info *in)
         printf("\"heap\":{\"bytes\":%" PRIu64 ",\"used\":%" PRIu64 ",\"free\":%" PRIu64 "},",
                in->heap_bytes, in->used_bytes, in->free_bytes);
         printf("\"items\":%" PRIu64 ",\"item_bytes\":%" PRIu64 ",", in->items, in->item_bytes);
-        printf("\"index\":{\"buckets\":%" PRIu64 ",\"entries\":%" PRIu64 ",",
-               in->index_buckets, in->index_entries);
+        printf("\"index\":{\"buckets\":%" PRIu64 ",\"ways\":%" PRIu32 ",\"entries\":%" PRIu64
+               ",\"conflicts\":%" PRIu64 ",",
+               in->index_buckets, in->index_ways, in->index_entries, in->conflicts);
         json_ratio("load", in->index_entries, in->index_buckets);
         printf("},\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",", in->hits, in->misses);
         json_ratio("hit_ratio", in->hits, in->hits + in->misses);
@@ -296,8 +303,8 @@ static void stat_json(const struct stoa_info *in)
                        n->items, n->bytes, n->hits, n->misses);
                 json_ratio("hit_ratio", n->hits, n->hits + n->misses);
                 printf(",\"sets\":%" PRIu64 ",\"dels\":%" PRIu64 ",\"evictions\":%" PRIu64
-                       ",\"expirations\":%" PRIu64 "}",
-                       n->sets, n->dels, n->evictions, n->expired);
+                       ",\"expirations\":%" PRIu64 ",\"conflicts\":%" PRIu64 "}",
+                       n->sets, n->dels, n->evictions, n->expired, n->conflicts);
         }
         printf("]}\n");
 }

@@ -348,8 +348,9 @@ struct stoa_stats {
         uint64_t gets, hits, misses;    /* stoa_get/gets/mget keys/view_get */
         uint64_t sets, set_fails;       /* writes (set, add, replace, cas, incr, touch) */
         uint64_t dels;
-        uint64_t evictions;             /* items this handle evicted to make room */
+        uint64_t evictions;             /* items this handle evicted to make room in memory */
         uint64_t expired;               /* expired items this handle removed */
+        uint64_t conflicts;             /* items it removed to make room in the index */
 };
 STOA_API void stoa_stats_get(struct stoa *c, struct stoa_stats *out);
 
@@ -362,13 +363,16 @@ struct stoa_ns_info {
         char name[64];
         uint64_t items, bytes;          /* live items and their value+key bytes */
         uint64_t hits, misses, sets, dels, evictions, expired;
+        uint64_t conflicts;             /* removed for room in the index, not in memory */
 };
 struct stoa_info {
         uint64_t size;                  /* segment bytes */
         uint64_t heap_bytes, used_bytes, free_bytes;
-        uint64_t index_buckets, index_entries;
+        uint64_t index_buckets, index_entries;  /* buckets, and entries in use */
+        uint32_t index_ways;            /* entries a bucket holds */
         uint64_t items, item_bytes;
         uint64_t hits, misses, sets, dels, evictions, expired;
+        uint64_t conflicts;             /* removed for room in the index, not in memory */
         uint32_t clients, dead_clients, slots;
         uint32_t nns;                   /* entries of ns[] filled */
         char backing[16];               /* "hugetlbfs", "shmem", "memfd" ... */
