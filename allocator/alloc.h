@@ -295,6 +295,19 @@ void al_commit(struct al_heap *h);
 /* Usable bytes of an allocated block; 0 if `off` is not one. */
 size_t al_usable(const struct al_ctx *c, uint64_t off);
 uint64_t al_stamp(const struct al_ctx *c, uint64_t off);
+/*
+ * For walks over the heap that read it unlocked (the cache's eviction hands):
+ * answers from descriptors and bitmaps that others may be changing, checked
+ * against the class tables so that they never point outside the span.
+ */
+/* Blocks in the slab span headed at `page`; 0 if it is not one. */
+uint32_t al_span_capacity(const struct al_ctx *c, uint32_t page);
+/* The user offset of block `idx` of that span, or 0 if there is none. */
+uint64_t al_span_block(const struct al_ctx *c, uint32_t page, uint32_t idx);
+/* Its blocks free now (privately or remotely), a snapshot. */
+uint32_t al_span_free_blocks(const struct al_ctx *c, uint32_t page);
+/* The user offset of the run headed at `page`. */
+uint64_t al_run_block(const struct al_ctx *c, uint32_t page);
 /* Give emptied abandoned spans of every class back to the arenas. Returns pages. */
 uint32_t al_trim(struct al_heap *h);
 /*
@@ -324,10 +337,12 @@ int al_abandon_all(struct al_heap *h, uint32_t slot);
  * whether the upper layer had made it reachable; NULL means "no".
  */
 typedef bool (*al_published_fn)(uint64_t off, void *arg);
+/* What settling a dead slot's journal did. */
+enum { AL_JOURNAL_NOTHING = 0, AL_JOURNAL_UNDONE = 1, AL_JOURNAL_KEPT = 2 };
 struct al_recovery {
         uint32_t pages_freed, pages_abandoned;
         int journal_op;                 /* J_* found */
-        int journal_action;             /* 0 none, 1 redone/freed, 2 kept */
+        int journal_action;             /* AL_JOURNAL_*: what the journal's settling did */
 };
 /*
  * 0, or -EAGAIN when something it needs is held by a stopped client: the

@@ -283,8 +283,9 @@ static void give_block(struct al_heap *h, uint32_t page, uint32_t idx, uint64_t 
 /*
  * Do what the outlook says: counters first (set, never bumped), then the
  * block. A redo sees the block's new state and decides nothing more for it.
- * Returns 0 nothing to do, 1 freed or redone, 2 kept, or -EAGAIN (a run's
- * arena is locked: run it again later).
+ * Returns AL_JOURNAL_NOTHING, AL_JOURNAL_UNDONE (a block freed, or a free
+ * redone), AL_JOURNAL_KEPT, or -EAGAIN (a run's arena is locked: run it
+ * again later).
  */
 static int resolve_journal(struct al_heap *h, al_published_fn published, void *arg)
 {
@@ -301,27 +302,27 @@ static int resolve_journal(struct al_heap *h, al_published_fn published, void *a
         struct slab_hdr *sh = o.page < c->npages ? span_hdr(c, o.page) : NULL;
         switch (o.action) {
         case ACT_KEEP:
-                return 2;
+                return AL_JOURNAL_KEPT;
         case ACT_RUN_FREE: {
                 int r = al_run_free(h, o.page, as->j.stamp);
-                return r == -EAGAIN ? r : r == 0;
+                return r == -EAGAIN ? r : r == 0 ? AL_JOURNAL_UNDONE : AL_JOURNAL_NOTHING;
         }
         case ACT_GIVE:
                 give_block(h, o.page, o.idx, o.off - AL_STAMP_SIZE);
-                return 1;
+                return AL_JOURNAL_UNDONE;
         case ACT_REMOTE:
                 if (al_remote_free(sh, o.idx) == 0) {
                         TEST_POINT("journal-acted");
                         al_list_if_disowned(h, o.page);
                 }
-                return 1;
+                return AL_JOURNAL_UNDONE;
         case ACT_LIST:
                 atomic_fetch_or_explicit(&sh->remote_summary, 1ull << (o.idx / 64),
                                          memory_order_seq_cst);
                 al_list_if_disowned(h, o.page);
-                return 0;
+                return AL_JOURNAL_NOTHING;
         default:
-                return 0;
+                return AL_JOURNAL_NOTHING;
         }
 }
 

@@ -144,6 +144,51 @@ static void check_span(struct al_ctx *c, uint32_t p, al_report_fn report, void *
         }
 }
 
+/* ---- unlocked walks (the cache's eviction hands) ------------------------ */
+
+uint32_t al_span_capacity(const struct al_ctx *c, uint32_t page)
+{
+        if (page >= c->npages)
+                return 0;
+        const struct page_desc *d = al_desc(c, page);
+        if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != PAGE_SLAB || !al_desc_sane(c, page))
+                return 0;
+        uint32_t cap = __atomic_load_n(&d->capacity, __ATOMIC_RELAXED);
+        return cap <= AL_BITMAP_WORDS * 64 ? cap : 0;
+}
+
+uint64_t al_span_block(const struct al_ctx *c, uint32_t page, uint32_t idx)
+{
+        if (idx >= al_span_capacity(c, page))
+                return 0;
+        const struct page_desc *d = al_desc(c, page);
+        uint32_t bs = __atomic_load_n(&d->block_size, __ATOMIC_RELAXED);
+        uint64_t end = AL_SLAB_HDR + (uint64_t)(idx + 1) * bs;
+
+        if (bs == 0 || end > (uint64_t)__atomic_load_n(&d->span, __ATOMIC_RELAXED) * AL_PAGE_SIZE)
+                return 0;
+        return al_page_off(c, page) + AL_SLAB_HDR + (uint64_t)idx * bs + AL_STAMP_SIZE;
+}
+
+uint32_t al_span_free_blocks(const struct al_ctx *c, uint32_t page)
+{
+        if (!al_span_capacity(c, page))
+                return 0;
+        const struct slab_hdr *sh = seg_ptr(c->s, al_page_off(c, page));
+        uint32_t n = 0;
+
+        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
+                n += (uint32_t)__builtin_popcountll(
+                        __atomic_load_n(&sh->local_free[w], __ATOMIC_RELAXED) |
+                        atomic_load_explicit(&sh->remote_free[w], memory_order_relaxed));
+        return n;
+}
+
+uint64_t al_run_block(const struct al_ctx *c, uint32_t page)
+{
+        return al_page_off(c, page) + AL_STAMP_SIZE;
+}
+
 void al_walk_used(struct al_ctx *c, al_walk_fn fn, void *arg)
 {
         for (uint32_t p = 0; p < c->npages; p++) {

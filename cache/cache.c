@@ -240,17 +240,17 @@ lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_
        uint64_t hash, struct item **ret_item)
 {
         uint64_t b[2];
-        uint64_t tag = hash & 0xffff000000000000ull;
+        uint64_t tag = ent_tag(hash);
 
         cache_buckets(k, hash, &b[0], &b[1]);
         for (int i = 0; i < 2; i++) {
                 struct bucket *bk = &k->index[b[i]];
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
-                        while (e && (e & 0xffff000000000000ull) == tag && t &&
+                        while (e && ent_tag(e) == tag && t &&
                                !cache_protect(t, &bk->e[w], e))
                                 e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
-                        if (e == 0 || (e & 0xffff000000000000ull) != tag)
+                        if (e == 0 || ent_tag(e) != tag)
                                 continue;
                         struct item *it = cache_item(k, ent_off(e));
                         if (it && item_is(it, ns, key, klen)) {
@@ -268,6 +268,32 @@ _Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key
                                uint64_t hash, struct item **ret_item)
 {
         return lookup(t->k, t, ns, key, klen, hash, ret_item);
+}
+
+int cache_scan_buckets(struct cache_thr *t, uint64_t ns, const void *prefix, size_t plen,
+                       uint64_t first, uint64_t n, int (*take)(const struct item *it, void *arg),
+                       void *arg)
+{
+        struct cache *k = t->k;
+        uint32_t now = cache_now(k);
+        int r = 0;
+
+        for (uint64_t i = first; i < first + n && i < k->nbuckets && r >= 0; i++) {
+                for (unsigned w = 0; w < CACHE_WAYS && r >= 0; w++) {
+                        _Atomic uint64_t *ent = &k->index[i].e[w];
+                        uint64_t e = atomic_load_explicit(ent, memory_order_acquire);
+                        while (e && !cache_protect(t, ent, e))
+                                e = atomic_load_explicit(ent, memory_order_acquire);
+                        struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
+                        if (!it || it->ns != nskey_idx(ns) || it->nsgen != nskey_gen(ns) ||
+                            it->klen < plen || memcmp(it->data, prefix, plen) != 0 ||
+                            cache_expired(it, now))
+                                continue;
+                        r = take(it, arg);
+                }
+        }
+        cache_unprotect(t);
+        return r < 0 ? r : 0;
 }
 
 _Atomic uint64_t *cache_lookup_raw(struct cache *k, uint64_t ns, const void *key, size_t klen,

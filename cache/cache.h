@@ -52,9 +52,15 @@ enum { CNT_HITS, CNT_MISSES, CNT_SETS, CNT_DELS, CNT_EVICT, CNT_EXPIRED, CNT_CON
 
 /* An index entry: tag:16 | spare:4 | item offset / 8 : 44. 0 = empty. */
 #define ENT_OFF_MASK     ((1ull << 44) - 1)
+#define ENT_TAG_MASK     0xffff000000000000ull   /* the hash's top 16 bits */
+/* The tag of an entry, or of the hash an entry for it would carry. */
+static inline uint64_t ent_tag(uint64_t e_or_hash)
+{
+        return e_or_hash & ENT_TAG_MASK;
+}
 static inline uint64_t ent_make(uint64_t hash, uint64_t off)
 {
-        return (hash & 0xffff000000000000ull) | (off >> 3);
+        return ent_tag(hash) | (off >> 3);
 }
 static inline uint64_t ent_off(uint64_t e)
 {
@@ -289,6 +295,30 @@ static inline void cache_buckets(const struct cache *k, uint64_t h, uint64_t *b0
 /* Bounds-checked item of an entry word or offset; NULL if it cannot be one. */
 struct item *cache_item(const struct cache *k, uint64_t off);
 
+/*
+ * Batched lookups (stoa_mget) overlap their cache misses in stages: first
+ * start loading each key's first bucket line; once those are in, start
+ * loading the item each one's tag names (a guess, read unprotected: the
+ * lookup that follows protects and checks); then look up each key, from
+ * lines now in cache.
+ */
+static inline void cache_prefetch_bucket(const struct cache *k, uint64_t hash)
+{
+        __builtin_prefetch(&k->index[hash & k->mask]);
+}
+static inline void cache_prefetch_item(const struct cache *k, uint64_t hash)
+{
+        const struct bucket *bk = &k->index[hash & k->mask];
+
+        for (unsigned w = 0; w < CACHE_WAYS; w++) {
+                uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_relaxed);
+                if (e && ent_tag(e) == ent_tag(hash)) {
+                        __builtin_prefetch(k->s->base + ent_off(e));
+                        return;
+                }
+        }
+}
+
 /* ---- reading (cache.c) ---- */
 
 /*
@@ -320,6 +350,15 @@ _Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key
  * may be freed and reused meanwhile (every read of it is bounds-checked, so
  * that gives wrong answers, never a fault).
  */
+/*
+ * Walk buckets [first, first + n) for the live items of namespace `ns` whose
+ * keys start with `prefix`: each is protected while `take` reads it (and
+ * must not keep it); `take` returns < 0 to stop, which is returned. Nothing
+ * stays protected after.
+ */
+int cache_scan_buckets(struct cache_thr *t, uint64_t ns, const void *prefix, size_t plen,
+                       uint64_t first, uint64_t n, int (*take)(const struct item *it, void *arg),
+                       void *arg);
 _Atomic uint64_t *cache_lookup_raw(struct cache *k, uint64_t ns, const void *key, size_t klen,
                                    uint64_t hash, struct item **ret_item);
 static inline bool cache_expired(const struct item *it, uint32_t now)
@@ -386,6 +425,16 @@ int cache_retire(struct cache_thr *t, uint64_t off);
 /* Free the retired blocks no hazard pointer or view names. Never waits. Returns freed. */
 int cache_reclaim(struct cache_thr *t);
 uint32_t cache_ring_used(const struct cache_slot *cs);
+/*
+ * Cells a write keeps free in its retire ring before it unlinks anything: the
+ * most one operation retires (an old item, a lossy-index victim, a block
+ * whose free had to wait), with room to spare.
+ */
+#define CACHE_RING_SLACK 8u
+static inline bool cache_ring_short(const struct cache_slot *cs)
+{
+        return cache_ring_used(cs) > CACHE_RING - CACHE_RING_SLACK;
+}
 /* Does a reader (a hazard pointer or a view) hold back retired memory? */
 bool cache_ring_blocked(struct cache_thr *t);
 /* Free what readers allow from the rings of slots no one holds. */

@@ -27,6 +27,8 @@
  * queue. The item count is re-estimated (entries in the index) once per
  * that many evictions.
  */
+#define RECOUNT_MIN     4096u   /* evictions between recounts of the items, at least */
+
 void cache_ghost_put(struct cache *k, uint64_t hash)
 {
         uint64_t n = atomic_fetch_add_explicit(&k->hdr->evictions, 1, memory_order_relaxed);
@@ -35,7 +37,7 @@ void cache_ghost_put(struct cache *k, uint64_t hash)
 
         atomic_store_explicit(&k->ghost[hash & k->ghost_mask], (hash >> 32) << 32 | (uint32_t)n,
                               memory_order_relaxed);
-        if (n - at >= (live > 4096 ? live : 4096) &&
+        if (n - at >= (live > RECOUNT_MIN ? live : RECOUNT_MIN) &&
             atomic_compare_exchange_strong(&k->hdr->counted_at, &at, n)) {
                 uint64_t cnt = 0;
                 for (uint64_t b = 0; b < k->nbuckets; b++)
@@ -78,6 +80,22 @@ static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t
         }
         return NULL;
 }
+
+/*
+ * Tuning of the allocation path (cache_alloc), each a trade between how soon
+ * memory comes back and what looking for it costs a write.
+ */
+#define SPARSE_DIVISOR          4u      /* a span at most 1/4 used is emptied (evict_sparse) */
+#define STEAL_EVERY             64u     /* short allocations between looks at idle slots */
+#define STEAL_ROUND             8u      /* ... and always at this round of one allocation */
+#define STEAL_MIN_MS            100u    /* a look costs a membarrier: at most this often */
+#define RECOVER_EVERY           16u     /* rounds between recoveries of dead clients */
+#define RECOVER_MIN_MS          10u     /* ... and at most this often */
+#define CLASS_ROUNDS            4u      /* rounds that try the class's own hand first */
+#define CLASS_WANT              8u      /* items it unlinks a round */
+#define CLASS_BUDGET            4096u   /* blocks it looks at a round */
+#define ADOPT_EVERY             16u     /* rounds between passes over orphaned rings */
+#define MAX_ROUNDS              4096u   /* an allocation gives up after this many */
 
 enum { V_SKIP, V_SPARED, V_EVICTED, V_EXPIRED };
 
@@ -137,7 +155,7 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
         unsigned got = 0;
 
         while (got < want && steps++ < budget && passed < pages) {
-                if (cache_ring_used(t->cs) > CACHE_RING - 8)
+                if (cache_ring_short(t->cs))
                         break;
                 if (page >= al->npages) {
                         page = 0;
@@ -147,20 +165,18 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
                 uint8_t st = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
                 uint32_t span = d->span ? d->span : 1;
                 if (st == PAGE_SLAB && (which == HAND_ANY || d->cls == which)) {
-                        uint32_t cap = d->capacity, bs = d->block_size;
-                        if (blk >= cap || bs == 0 || cap > AL_BITMAP_WORDS * 64) {
+                        uint64_t off = al_span_block(al, page, blk);
+                        if (!off) {             /* past its last block, or not a span now */
                                 page += span;
                                 passed += span;
                                 blk = 0;
                                 continue;
                         }
-                        uint64_t off = al_page_off(al, page) + AL_SLAB_HDR +
-                                       (uint64_t)blk * bs + AL_STAMP_SIZE;
                         blk++;
                         int v = visit(t, off, now, force);
                         got += v == V_EVICTED || v == V_EXPIRED;
                 } else if (st == PAGE_RUN && (which == HAND_ANY || which == HAND_RUN)) {
-                        int v = visit(t, al_page_off(al, page) + AL_STAMP_SIZE, now, force);
+                        int v = visit(t, al_run_block(al, page), now, force);
                         got += v == V_EVICTED || v == V_EXPIRED;
                         page += span;
                         passed += span;
@@ -195,19 +211,14 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
         while (passed < pages && cache_ring_used(t->cs) < CACHE_RING / 2) {
                 if (page >= al->npages)
                         page = 0;
-                const struct page_desc *d = al_desc(al, page);
-                uint32_t step = d->state == PAGE_SLAB && al_desc_sane(al, page) ? d->span : 1;
-                if (step > 1 || (d->state == PAGE_SLAB && al_desc_sane(al, page))) {
-                        const struct slab_hdr *sh = seg_ptr(k->s, al_page_off(al, page));
-                        uint32_t nfree = 0;
-                        for (unsigned w = 0; w < AL_BITMAP_WORDS; w++)
-                                nfree += (uint32_t)__builtin_popcountll(
-                                        sh->local_free[w] |
-                                        atomic_load_explicit(&sh->remote_free[w], memory_order_relaxed));
-                        if (nfree < d->capacity && (d->capacity - nfree) * 4 <= d->capacity) {
-                                for (uint32_t b = 0; b < d->capacity; b++) {
-                                        uint64_t off = al_page_off(al, page) + AL_SLAB_HDR +
-                                                       (uint64_t)b * d->block_size + AL_STAMP_SIZE;
+                uint32_t cap = al_span_capacity(al, page), step = 1;
+                if (cap) {
+                        step = __atomic_load_n(&al_desc(al, page)->span, __ATOMIC_RELAXED);
+                        step = step ? step : 1;
+                        uint32_t nfree = al_span_free_blocks(al, page);
+                        if (nfree < cap && (cap - nfree) * SPARSE_DIVISOR <= cap) {
+                                uint64_t off;
+                                for (uint32_t b = 0; (off = al_span_block(al, page, b)) != 0; b++) {
                                         int v = visit(t, off, now, true);
                                         got += v == V_EVICTED || v == V_EXPIRED;
                                 }
@@ -250,18 +261,18 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                  * free for everyone only once they are disowned.
                  */
                 uint32_t stolen = 0;
-                if (++t->since_steal >= 64 || round == 8) {
+                if (++t->since_steal >= STEAL_EVERY || round == STEAL_ROUND) {
                         uint64_t now = cache_clock_ms();
-                        if (now - t->last_steal_ms >= 100) {    /* it costs a membarrier */
+                        if (now - t->last_steal_ms >= STEAL_MIN_MS) {
                                 t->last_steal_ms = now;
                                 t->since_steal = 0;
                                 stolen = al_steal_idle(t->heap);
                         }
                 }
                 /* Dead clients' memory (their spans, their rings) comes back with their recovery. */
-                if (round == 1 || round % 16 == 15) {
+                if (round == 1 || round % RECOVER_EVERY == RECOVER_EVERY - 1) {
                         uint64_t now = cache_clock_ms();
-                        if (now - t->last_recover_ms >= 10) {
+                        if (now - t->last_recover_ms >= RECOVER_MIN_MS) {
                                 t->last_recover_ms = now;
                                 stolen += (uint32_t)cache_recover_dead(t->k);
                         }
@@ -281,16 +292,16 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                                 return r;
                 }
                 got = 0;
-                if (round < 4)
-                        got = evict_hand(t, hand, 8, 4096, UINT32_MAX, false);
+                if (round < CLASS_ROUNDS)
+                        got = evict_hand(t, hand, CLASS_WANT, CLASS_BUDGET, UINT32_MAX, false);
                 got += evict_sparse(t, 2 * need + 2);
                 if (got == 0)   /* whole spans, any class, in address order */
                         got = evict_hand(t, HAND_ANY, UINT32_MAX, UINT32_MAX, need + 1, true);
-                if (!got && round % 16 == 15)
+                if (!got && round % ADOPT_EVERY == ADOPT_EVERY - 1)
                         got = (unsigned)cache_adopt_orphans(t->k);
 
                 idle = got ? 0 : idle + need + 1;
-                if (idle > npages + need || round >= 4096)
+                if (idle > npages + need || round >= MAX_ROUNDS)
                         break;          /* a whole revolution with nothing to evict */
         }
         if (cache_ring_blocked(t)) {
@@ -319,9 +330,9 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
                         /* Unprotected first (most are not expired), then protected to act. */
                         if (!it || !(cache_expired(it, now) || cache_ns_stale(k, it)))
                                 continue;
-                        if (cache_ring_used(t->cs) > CACHE_RING - 8) {
+                        if (cache_ring_short(t->cs)) {
                                 cache_reclaim(t);
-                                if (cache_ring_used(t->cs) > CACHE_RING - 8)
+                                if (cache_ring_short(t->cs))
                                         goto out;
                         }
                         if (!cache_protect(t, &bk->e[w], e))

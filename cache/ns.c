@@ -184,9 +184,9 @@ static int reap_entry(struct cache_thr *t, _Atomic uint64_t *ent, bool all)
         /* Unprotected first (most stay), then protected to act. */
         if (!it || (!all && !cache_ns_stale(k, it)))
                 return 0;
-        if (cache_ring_used(t->cs) > CACHE_RING - 8) {
+        if (cache_ring_short(t->cs)) {
                 cache_reclaim(t);
-                if (cache_ring_used(t->cs) > CACHE_RING - 8)
+                if (cache_ring_short(t->cs))
                         return -EAGAIN;
         }
         if (!cache_protect(t, ent, e))

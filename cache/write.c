@@ -288,10 +288,10 @@ static void drop_unpublished(struct cache_thr *t, uint64_t noff)
 /* Room in the retire ring for what a write may retire. 0 or -EAGAIN. */
 static int ring_room(struct cache_thr *t)
 {
-        if (cache_ring_used(t->cs) <= CACHE_RING - 8)
+        if (!cache_ring_short(t->cs))
                 return 0;
         cache_reclaim(t);
-        if (cache_ring_used(t->cs) <= CACHE_RING - 8)
+        if (!cache_ring_short(t->cs))
                 return 0;
         seg_set_errdetail("%u retired blocks are held by readers' views or hazard pointers",
                           cache_ring_used(t->cs));
@@ -436,7 +436,7 @@ int cache_delete_expired(struct cache_thr *t, uint64_t ns, const void *key, size
         struct item *it;
         int r = 0;
 
-        if (cache_ring_used(t->cs) > CACHE_RING - 8)
+        if (cache_ring_short(t->cs))
                 return 0;               /* a later sweep will do it */
         _Atomic uint64_t *e = cache_lookup(t, ns, key, klen, hash, &it);
         if (e && cache_expired(it, cache_now(k)) && cache_unlink(t, e, it) == 0) {

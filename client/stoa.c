@@ -697,23 +697,12 @@ STOA_API int stoa_mget(struct stoa *c, struct stoa_getreq *reqs, size_t n)
                                 continue;
                         }
                         hash[i] = cache_hash(k, ns, q[i].key, q[i].klen);
-                        uint64_t b0, b1;
-                        cache_buckets(k, hash[i], &b0, &b1);
-                        __builtin_prefetch(&k->index[b0]);
+                        cache_prefetch_bucket(k, hash[i]);
                 }
                 /* 2: find tag matches and start loading their items. */
-                for (size_t i = 0; i < m; i++) {
-                        if (q[i].err)
-                                continue;
-                        const struct bucket *bk = &k->index[hash[i] & k->mask];
-                        for (unsigned w = 0; w < CACHE_WAYS; w++) {
-                                uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
-                                if (e && (e >> 48) == (hash[i] >> 48)) {
-                                        __builtin_prefetch(k->s->base + ent_off(e));
-                                        break;
-                                }
-                        }
-                }
+                for (size_t i = 0; i < m; i++)
+                        if (!q[i].err)
+                                cache_prefetch_item(k, hash[i]);
                 /* 3: compare keys and copy values, from lines now in cache. */
                 for (size_t i = 0; i < m; i++) {
                         struct item *it;
@@ -797,9 +786,37 @@ STOA_API void stoa_view_release(struct stoa *c, struct stoa_view *v)
 
 /* ---- iteration ----------------------------------------------------------- */
 
+#define SCAN_BUCKETS 64        /* buckets whose keys a scan copies out between calls of fn */
+
 struct found {
         size_t koff, klen, vlen;
 };
+
+/* The keys copied out of SCAN_BUCKETS buckets (at most CACHE_WAYS each). */
+struct scan_buf {
+        unsigned char *keys;
+        size_t kcap, used;
+        struct found *f;
+        size_t nf;
+};
+
+static int scan_take(const struct item *it, void *arg)
+{
+        struct scan_buf *sb = arg;
+        size_t klen = it->klen;
+
+        if (sb->used + klen > sb->kcap) {
+                unsigned char *nk = realloc(sb->keys, sb->kcap * 2 + klen);
+                if (!nk)
+                        return -ENOMEM;
+                sb->keys = nk;
+                sb->kcap = sb->kcap * 2 + klen;
+        }
+        memcpy(sb->keys + sb->used, it->data, klen);
+        sb->f[sb->nf++] = (struct found){ sb->used, klen, it->vlen };
+        sb->used += klen;
+        return 0;
+}
 
 STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_scan_fn fn,
                        void *arg)
@@ -816,7 +833,7 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
         if (ns_of(ts, false, &ns) < 0)
                 return 0;                       /* no such namespace: no keys */
         struct cache *k = ts->t.k;
-        size_t kcap = 64 * CACHE_WAYS * 64, fcap = 64 * CACHE_WAYS;
+        size_t kcap = SCAN_BUCKETS * CACHE_WAYS * 64, fcap = SCAN_BUCKETS * CACHE_WAYS;
         unsigned char *keys = malloc(kcap);
         struct found *f = malloc(fcap * sizeof(*f));
         if (!keys || !f) {
@@ -825,40 +842,15 @@ STOA_API int stoa_scan(struct stoa *c, const void *prefix, size_t plen, stoa_sca
                 return -ENOMEM;
         }
         /* 64 buckets at a time: copy the matching keys out, leave, then call fn. */
-        for (uint64_t b = 0; b < k->nbuckets && r == 0; b += 64) {
-                size_t nf = 0, used = 0;
-                uint32_t now = cache_now(k);
-                for (uint64_t i = b; i < b + 64 && i < k->nbuckets; i++) {
-                        for (unsigned w = 0; w < CACHE_WAYS; w++) {
-                                _Atomic uint64_t *ent = &k->index[i].e[w];
-                                uint64_t e = atomic_load_explicit(ent, memory_order_acquire);
-                                while (e && !cache_protect(&ts->t, ent, e))
-                                        e = atomic_load_explicit(ent, memory_order_acquire);
-                                struct item *it = e ? cache_item(k, ent_off(e)) : NULL;
-                                if (!it || it->ns != nskey_idx(ns) || it->nsgen != nskey_gen(ns) ||
-                                    it->klen < plen ||
-                                    memcmp(it->data, prefix, plen) != 0 || cache_expired(it, now))
-                                        continue;
-                                if (used + it->klen > kcap) {
-                                        unsigned char *nk = realloc(keys, kcap * 2 + it->klen);
-                                        if (!nk) {
-                                                r = -ENOMEM;
-                                                break;
-                                        }
-                                        keys = nk;
-                                        kcap = kcap * 2 + it->klen;
-                                }
-                                memcpy(keys + used, it->data, it->klen);
-                                f[nf++] = (struct found){ used, it->klen, it->vlen };
-                                used += it->klen;
-                        }
-                }
-                cache_unprotect(&ts->t);
-                for (size_t i = 0; i < nf && r == 0; i++)
-                        r = fn(keys + f[i].koff, f[i].klen, f[i].vlen, arg);
+        struct scan_buf sb = { keys, kcap, 0, f, 0 };
+        for (uint64_t b = 0; b < k->nbuckets && r == 0; b += SCAN_BUCKETS) {
+                sb.used = sb.nf = 0;
+                r = cache_scan_buckets(&ts->t, ns, prefix, plen, b, SCAN_BUCKETS, scan_take, &sb);
+                for (size_t i = 0; i < sb.nf && r == 0; i++)
+                        r = fn(sb.keys + sb.f[i].koff, sb.f[i].klen, sb.f[i].vlen, arg);
         }
-        free(keys);
-        free(f);
+        free(sb.keys);
+        free(sb.f);
         return r;
 }
 
