@@ -32,19 +32,24 @@ uint32_t cache_slot_size(void)
  * 146 bytes of heap, so items of 128 bytes and up fill memory before the
  * index, and smaller ones meet the lossy index first (a conflict evicts).
  */
+#define BYTES_PER_BUCKET   1024u  /* segment bytes per index bucket (above) */
+#define HDR_BYTES          4096u  /* the cache header's page; the ghost table follows it */
+#define REGION_ALIGN       4096u  /* alignment of each of the cache's regions */
+_Static_assert(sizeof(struct cache_hdr) <= HDR_BYTES, "the cache header fits its page");
+
 uint64_t cache_layout(uint64_t total, struct seg_layout *lo)
 {
-        uint64_t nb = pow2_floor(total / 1024);
+        uint64_t nb = pow2_floor(total / BYTES_PER_BUCKET);
         uint64_t hdr, idx, in = (uint64_t)CACHE_INTERN_CAP * 8;
 
         if (nb < 64)
                 nb = 64;
         idx = nb * sizeof(struct bucket);
-        hdr = 4096 + 2 * nb * sizeof(uint64_t);        /* header, then the ghost table */
-        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_CACHE, -1, hdr, 4096 };
-        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INDEX, -1, idx, 4096 };
-        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INTERN, -1, in, 4096 };
-        return hdr + idx + in + 3 * 4096;
+        hdr = HDR_BYTES + 2 * nb * sizeof(uint64_t);   /* header, then the ghost table */
+        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_CACHE, -1, hdr, REGION_ALIGN };
+        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INDEX, -1, idx, REGION_ALIGN };
+        lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INTERN, -1, in, REGION_ALIGN };
+        return hdr + idx + in + 3 * REGION_ALIGN;
 }
 
 void cache_format(struct seg *s)
@@ -63,7 +68,7 @@ void cache_format(struct seg *s)
         h->intern_off = rn->off;
         h->intern_cap = (uint32_t)(rn->size / 8);
         h->time0 = ts.tv_sec - 1;       /* so that cache_now() is never 0 */
-        h->ghost_off = rc->off + 4096;
+        h->ghost_off = rc->off + HDR_BYTES;
         h->ghost_n = 2 * h->nbuckets;
         /* Random, so that no one can choose keys that collide in this segment. */
         if (getrandom(&h->seed, sizeof(h->seed), GRND_NONBLOCK) != sizeof(h->seed))
@@ -96,8 +101,8 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
                 seg_set_errdetail("the cache header fails its checks");
                 return STOA_E_CORRUPT;
         }
-        if (k->hdr->ghost_off != rc->off + 4096 || (k->hdr->ghost_n & (k->hdr->ghost_n - 1)) ||
-            4096 + k->hdr->ghost_n * 8 > rc->size) {
+        if (k->hdr->ghost_off != rc->off + HDR_BYTES || (k->hdr->ghost_n & (k->hdr->ghost_n - 1)) ||
+            HDR_BYTES + k->hdr->ghost_n * 8 > rc->size) {
                 seg_set_errdetail("the cache header fails its checks");
                 return STOA_E_CORRUPT;
         }
