@@ -236,13 +236,14 @@ static inline bool item_is(const struct item *it, uint64_t ns, const void *key, 
 }
 
 /*
- * Look through a key's two buckets. With `t`, each candidate item is
+ * Look through a key's two buckets once. With `t`, each candidate item is
  * protected before it is read (cache_protect); without, it is read as is.
+ * Inlined into its callers: with `t` known NULL or not, the protected read
+ * folds away.
  */
-/* Inlined into both callers: with `t` known NULL or not, the protected read folds away. */
 static inline __attribute__((always_inline)) _Atomic uint64_t *
-lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
-       uint64_t hash, struct item **ret_item)
+scan(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
+     uint64_t hash, struct item **ret_item)
 {
         uint64_t b[2];
         uint64_t tag = ent_tag(hash);
@@ -264,9 +265,45 @@ lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_
                         }
                 }
         }
+        return NULL;
+}
+
+/*
+ * A scan found nothing. If entries moved meanwhile (displace.c), one may have
+ * gone from the key's second bucket to its first between the two halves of
+ * the scan: look again, a few times at most (a stream of moves is no reason
+ * to wait, and a pass during which nothing moved sees the index as it is).
+ */
+#define LOOKUP_RESCANS 4u
+static __attribute__((noinline)) _Atomic uint64_t *
+missed(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
+       uint64_t hash, struct item **ret_item, uint64_t moves)
+{
+        for (unsigned i = 0; i < LOOKUP_RESCANS; i++) {
+                uint64_t now = atomic_load_explicit(&k->hdr->moves, memory_order_acquire);
+                if (now == moves)
+                        break;
+                moves = now;
+                _Atomic uint64_t *e = scan(k, t, ns, key, klen, hash, ret_item);
+                if (e)
+                        return e;
+        }
         if (t)
                 cache_unprotect(t);
         return NULL;
+}
+
+static inline __attribute__((always_inline)) _Atomic uint64_t *
+lookup(struct cache *k, struct cache_thr *t, uint64_t ns, const void *key, size_t klen,
+       uint64_t hash, struct item **ret_item)
+{
+        /* Read before the scan, so that a move during it is seen after (missed()). */
+        uint64_t moves = atomic_load_explicit(&k->hdr->moves, memory_order_acquire);
+        _Atomic uint64_t *e = scan(k, t, ns, key, klen, hash, ret_item);
+
+        if (__builtin_expect(e != NULL, 1))
+                return e;
+        return missed(k, t, ns, key, klen, hash, ret_item, moves);
 }
 
 _Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key, size_t klen,

@@ -119,7 +119,13 @@ struct cache_hdr {
         uint64_t ghost_n;               /* power of two */
 
         uint64_t seed;                  /* key hash seed, from getrandom() at creation */
-        uint8_t pad2[56];
+        /*
+         * Entries moved to their other bucket (displace.c): a lookup that finds
+         * nothing looks again if this changed during its scan. Written only by
+         * moves, which happen only when a new key's two buckets are full.
+         */
+        _Atomic uint64_t moves;
+        uint8_t pad2[48];
         _Atomic uint64_t version;       /* next version range */
         _Atomic uint64_t evictions;     /* evictions so far: the ghost's clock */
         _Atomic uint64_t live_est;      /* linked items, counted every so often */
@@ -204,7 +210,9 @@ struct cache_slot {
 
         uint64_t ver_next, ver_end;     /* reserved version range */
         _Atomic uint32_t rhead, rtail;  /* ring[rtail..rhead) pending */
-        uint8_t pad2[40];
+        _Atomic uint64_t jmove;         /* an item being moved to its other bucket (displace.c) */
+        uint64_t jmove_src;             /* segment offset of the entry it moves from */
+        uint8_t pad2[24];
 
         struct retired ring[CACHE_RING];
         _Atomic uint64_t views[CACHE_VIEWS];    /* pinned item offsets; 0 = free */
@@ -350,6 +358,21 @@ _Atomic uint64_t *cache_lookup(struct cache_thr *t, uint64_t ns, const void *key
  * may be freed and reused meanwhile (every read of it is bounds-checked, so
  * that gives wrong answers, never a fault).
  */
+/* ---- displacement (displace.c) ---- */
+/*
+ * Both buckets b0, b1 of a new key are full: move entries on to their other
+ * buckets to free a way in one of them. 1 if it did, 0 if no short path was
+ * found (or the index changed under it).
+ */
+int cache_make_room(struct cache_thr *t, uint64_t b0, uint64_t b1);
+/*
+ * Move the entry at (bucket, way), if it still holds `word`, to a free way of
+ * its item's other bucket. True if it moved.
+ */
+bool cache_move(struct cache_thr *t, uint64_t bucket, unsigned way, uint64_t word);
+/* A dead slot's move of item `x` out of the entry at `src_off` (claim `tag`): settle it. */
+void cache_move_recover(struct cache *k, uint64_t src_off, uint64_t x, uint64_t tag);
+
 /*
  * Walk buckets [first, first + n) for the live items of namespace `ns` whose
  * keys start with `prefix`: each is protected while `take` reads it (and

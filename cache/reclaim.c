@@ -460,6 +460,12 @@ uint64_t cache_recover_slot(struct cache *k, struct al_heap *dead, uint32_t slot
         atomic_store_explicit(&cs->hp, 0, memory_order_release);
         cache_views_drop(&t);
         dedup_ring(cs);
+        uint64_t moving = atomic_load_explicit(&cs->jmove, memory_order_acquire);
+        if (moving) {
+                /* Claims carry the owner's generation (cs->gen), as in resolve_store. */
+                cache_move_recover(k, cs->jmove_src, moving, olock_tag(slot, cs->gen));
+                atomic_store_explicit(&cs->jmove, 0, memory_order_release);
+        }
         TEST_POINT("cache-decide");
         switch (atomic_load_explicit(&cs->jop, memory_order_acquire)) {
         case CJ_STORE:

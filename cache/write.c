@@ -200,6 +200,8 @@ static _Atomic uint64_t *pick_victim(struct cache *k, uint64_t b0, uint64_t b1, 
         return best;
 }
 
+#define ROOM_TRIES 3u  /* searches for room by displacement one insert may make */
+
 /*
  * Insert a key absent from the index, under its first bucket's insert lock.
  * Returns 1 done, 0 look again (the key appeared meanwhile, or every victim
@@ -229,18 +231,23 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
         struct item *n = (struct item *)(k->s->base + noff);
         if (cache_ghost_hit(k, hash))
                 atomic_store_explicit(&n->freq, 3, memory_order_relaxed);
-        for (int i = 0; i < 2 && !done; i++) {
-                struct bucket *bk = &k->index[i ? b1 : b0];
-                for (unsigned x = 0; x < CACHE_WAYS && !done; x++) {
-                        uint64_t zero = 0;
-                        if (atomic_load_explicit(&bk->e[x], memory_order_relaxed))
-                                continue;
-                        journal_set(cs, seg_off(k->s, &bk->e[x]), 0);
-                        if (atomic_compare_exchange_strong(&bk->e[x], &zero, word))
-                                done = 1;
+        /* A free way of the two buckets; when both are full, entries moved on make one. */
+        for (unsigned tries = 0; !done && tries < ROOM_TRIES; tries++) {
+                for (int i = 0; i < 2 && !done; i++) {
+                        struct bucket *bk = &k->index[i ? b1 : b0];
+                        for (unsigned x = 0; x < CACHE_WAYS && !done; x++) {
+                                uint64_t zero = 0;
+                                if (atomic_load_explicit(&bk->e[x], memory_order_relaxed))
+                                        continue;
+                                journal_set(cs, seg_off(k->s, &bk->e[x]), 0);
+                                if (atomic_compare_exchange_strong(&bk->e[x], &zero, word))
+                                        done = 1;
+                        }
                 }
+                if (!done && !cache_make_room(t, b0, b1))
+                        break;
         }
-        /* Both buckets full: the coldest entry makes room (MICA's lossy index). */
+        /* No path either: the coldest entry makes room (MICA's lossy index), a conflict. */
         for (unsigned tries = 0; !done && tries < 16; tries++) {
                 uint64_t ve = 0;
                 _Atomic uint64_t *e = pick_victim(k, b0, b1, now, &ve);

@@ -24,7 +24,9 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      5u      /* 5: namespace generations (items, hash, table), ns lock
+#define SEG_VERSION      6u      /* 6: index entries move to their other bucket (a lookup
+                                   that misses looks again if moves ran); 5: namespace
+                                   generations (items, hash, table), ns lock
                                    and epoch; 4: supervisor record; 3: hazard pointers, hash
                                    seed, relist bitmaps, recoverer line */
 #define SEG_HEADER_SIZE  4096u

@@ -15,8 +15,8 @@
  *   set_get_del       round trips, -ENOENT, -ENOBUFS (buffer untouched), -EINVAL
  *   sizes             STOA_KEY_MAX, -E2BIG, empty values, binary keys, runs of pages
  *   memory_full       fill far beyond capacity: SETs succeed by evicting, no wrong data
- *   index_conflicts   small items to 60% of the heap: keys the index lost are counted
- *                     as conflicts, none as memory evictions
+ *   index_conflicts   small items to 90% of the heap: none lost to the index (entries
+ *                     move to their other bucket), none counted as evicted
  *   big_after_small   runs of pages once small values fill every page
  *   mixed_full        runs and small values interleaved far beyond capacity
  *   enomem_views      every value pinned by a view: -ENOMEM; released: SET works again
@@ -1254,11 +1254,14 @@ static void case_memory_full(void)
 }
 
 /*
- * Small unique items (16-byte keys, 64-byte values, as the issue measured) up
- * to 60% of the heap: memory never runs short, so nothing may be counted as a
- * memory eviction; a key the index could not hold is counted as a conflict,
- * by the segment, its namespace and the handle alike, one for each key gone.
+ * Small unique items (16-byte keys, 64-byte values, as issue 8 measured) up
+ * to 90% of the heap, which puts the index near 80% full: memory never runs
+ * short and the index has room, so no key may be lost (both of a key's
+ * buckets full makes room by moving entries to their other buckets), and
+ * nothing is counted as an eviction or a conflict. Before displacement, 44
+ * to 49 of 59,392 keys were already lost at 60% of the heap.
  */
+#define FILL_PCT 90
 static void case_index_conflicts(void)
 {
         struct stoa *c = OPEN("conflicts", SEG_SMALL);
@@ -1273,7 +1276,7 @@ static void case_index_conflicts(void)
                 if (n % 1024 == 0) {
                         free(in);
                         in = info_of(c);
-                        if (in->used_bytes * 10 >= heap * 6)
+                        if (in->used_bytes * 100 >= heap * FILL_PCT)
                                 break;
                 }
                 snprintf(k, sizeof(k), "ic:%013u", n);
@@ -1301,6 +1304,7 @@ static void case_index_conflicts(void)
         CHECK_U64(st.evictions, ==, 0);
         CHECK_U64(in->items, ==, present);
         CHECK_U64(in->conflicts, ==, n - present);
+        CHECK_U64(present, ==, n);
         CHECK_U64(st.conflicts, ==, in->conflicts);
         CHECK(in->nns >= 1);           /* the default namespace comes first */
         CHECK_U64(in->ns[0].conflicts, ==, in->conflicts);

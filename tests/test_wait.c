@@ -311,6 +311,240 @@ static void case_recovery(void)
         stoa_close(c);
 }
 
+/* ==== an entry being moved to its other bucket ================================== */
+
+static _Atomic uint32_t *mv_acked;      /* keys the mover wrote and saw acknowledged */
+
+static void stop_at_move(const char *point)
+{
+        if (!strcmp(point, "move-copied"))
+                raise(SIGSTOP);
+}
+
+/* Write small keys until a full pair of buckets makes an insert move an entry; stop there. */
+static void fill_until_move(void *arg)
+{
+        struct stoa *c = open_seg();
+        char key[16], val[64];
+
+        (void)arg;
+        stoa_test_hook = stop_at_move;
+        for (uint32_t i = 0;; i++) {
+                snprintf(key, sizeof(key), "mv:%08u", i);
+                memset(val, 'a' + (int)(i % 26), sizeof(val));
+                CHECK_ERR(stoa_set(c, key, strlen(key), val, sizeof(val), 0), 0);
+                atomic_store(mv_acked, i + 1);
+        }
+}
+
+/* Entries of the index that hold item `x` (2 while it is being moved). */
+static unsigned links_of(struct stoa *c, uint64_t x)
+{
+        struct cache *k = thr_of(c)->k;
+        struct item *it = cache_item(k, x);
+        uint64_t b[2];
+        unsigned n = 0;
+
+        CHECK(it);
+        uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen);
+        cache_buckets(k, h, &b[0], &b[1]);
+        for (int i = 0; i < 2; i++)
+                for (unsigned w = 0; w < CACHE_WAYS; w++)
+                        n += atomic_load(&k->index[b[i]].e[w]) == ent_make(h, x);
+        return n;
+}
+
+static void case_move(void)
+{
+        struct stoa *c = open_seg();
+        struct cache *k = thr_of(c)->k;
+        char key[STOA_KEY_MAX], val[64], buf[64];
+        size_t n;
+
+        mv_acked = mmap(NULL, sizeof(*mv_acked), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CHECK(mv_acked != MAP_FAILED);
+        pid_t mover = stopped_child(fill_until_move, NULL);
+        uint32_t acked = atomic_load(mv_acked), slot = UINT32_MAX;
+        for (uint32_t i = 0; i < 16; i++)
+                if (slot_hdr(stoa_core_(c)->seg, i)->pid == (uint32_t)mover)
+                        slot = i;
+        CHECK(slot != UINT32_MAX);
+        uint64_t x = atomic_load(&cache_slot_of(k, slot)->jmove);
+        CHECK(x != 0);
+        CHECK_INT(links_of(c, x), ==, 2);
+        struct item *it = cache_item(k, x);
+        size_t klen = it->klen;
+        memcpy(key, it->data, klen);
+        memcpy(val, it->data + klen, sizeof(val));
+
+        /* Stopped mid-move: its key reads, its writers are told -EAGAIN, other keys write. */
+        TIMED("get of the key being moved", stoa_get(c, key, klen, buf, sizeof(buf), &n), 0);
+        CHECK(n == sizeof(val) && !memcmp(buf, val, n));
+        TIMED("set of the key being moved", stoa_set(c, key, klen, "new", 3, 0), -EAGAIN);
+        TIMED("set of another key", stoa_set(c, "other", 5, "o", 1, 0), 0);
+
+        /* Killed mid-move: its recovery leaves the item linked once and unclaimed. */
+        kill_child(mover);
+        TIMED("set of the key, its mover dead", stoa_set(c, key, klen, "new", 3, 0), 0);
+        TIMED("get", stoa_get(c, key, klen, buf, sizeof(buf), &n), 0);
+        CHECK(n == 3 && !memcmp(buf, "new", 3));
+        CHECK_INT(atomic_load(&cache_slot_of(k, slot)->jmove), ==, 0);
+        /* Every key the mover had acknowledged is there, once. */
+        for (uint32_t i = 0; i < acked; i++) {
+                char kk[16];
+                snprintf(kk, sizeof(kk), "mv:%08u", i);
+                CHECK_ERR(stoa_get(c, kk, strlen(kk), buf, sizeof(buf), &n), 0);
+        }
+        check_clean(c);
+        munmap((void *)mv_acked, sizeof(*mv_acked));
+        stoa_close(c);
+}
+
+/*
+ * Displacement end to end: a reader loops over 2,000 keys written first
+ * while this process fills the index to 90% of the heap with new keys, whose
+ * inserts move entries (the old keys' too) along paths of one to three
+ * moves. No key is lost to the index and none is unreadable. (The window of
+ * a single move is too narrow to hit here; move_race below aims at it.)
+ */
+struct mv_share {
+        _Atomic uint32_t stop;
+        _Atomic uint64_t gets, misses;
+};
+
+static void read_hot(void *arg)
+{
+        struct mv_share *sh = arg;
+        struct stoa *c = open_seg();
+        char key[16], buf[64];
+        size_t n;
+
+        for (uint32_t i = 0; !atomic_load(&sh->stop); i = (i + 7) % 2000) {
+                snprintf(key, sizeof(key), "hot:%06u", i);
+                int r = stoa_get(c, key, strlen(key), buf, sizeof(buf), &n);
+                CHECK(r == 0 || r == -ENOENT);
+                atomic_fetch_add(&sh->gets, 1);
+                if (r == -ENOENT)
+                        atomic_fetch_add(&sh->misses, 1);
+        }
+        stoa_close(c);
+}
+
+static void case_move_readers(void)
+{
+        struct stoa *c = open_seg();
+        struct cache *k = thr_of(c)->k;
+        struct stoa_info in;
+        char key[16], val[64];
+        int st;
+
+        struct mv_share *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CHECK(sh != MAP_FAILED);
+        memset(val, 'h', sizeof(val));
+        for (uint32_t i = 0; i < 2000; i++) {
+                snprintf(key, sizeof(key), "hot:%06u", i);
+                CHECK_ERR(stoa_set(c, key, strlen(key), val, sizeof(val), 0), 0);
+        }
+        fflush(NULL);
+        pid_t reader = fork();
+        CHECK(reader >= 0);
+        if (reader == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                read_hot(sh);
+                _exit(0);
+        }
+        uint64_t moves0 = atomic_load(&k->hdr->moves);
+        CHECK_ERR(stoa_info(c, &in), 0);
+        for (uint32_t i = 0; in.used_bytes * 10 < in.heap_bytes * 9; i++) {
+                snprintf(key, sizeof(key), "new:%06u", i);
+                CHECK_ERR(stoa_set(c, key, strlen(key), val, sizeof(val), 0), 0);
+                if (i % 4096 == 0)
+                        CHECK_ERR(stoa_info(c, &in), 0);
+        }
+        atomic_store(&sh->stop, 1);
+        CHECK(waitpid(reader, &st, 0) == reader && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        uint64_t moves = atomic_load(&k->hdr->moves) - moves0;
+        fprintf(stderr, "    %llu entries moved; the reader made %llu gets, %llu missed\n",
+                (unsigned long long)moves, (unsigned long long)atomic_load(&sh->gets),
+                (unsigned long long)atomic_load(&sh->misses));
+        CHECK(moves > 0);
+        CHECK_INT(atomic_load(&sh->misses), ==, 0);
+        CHECK_ERR(stoa_info(c, &in), 0);
+        CHECK_INT(in.conflicts, ==, 0);
+        check_clean(c);
+        munmap(sh, sizeof(*sh));
+        stoa_close(c);
+}
+
+/*
+ * The window a move opens: a key moved from its second bucket to its first
+ * between a reader's scans of the two. One key is moved back and forth as
+ * fast as this process can while another reads it in a loop: no read may
+ * miss it (each lookup that misses looks again if moves ran meanwhile).
+ */
+static void read_one(void *arg)
+{
+        struct mv_share *sh = arg;
+        struct stoa *c = open_seg();
+        char buf[64];
+        size_t n;
+
+        while (!atomic_load(&sh->stop)) {
+                int r = stoa_get(c, "pingpong", 8, buf, sizeof(buf), &n);
+                CHECK(r == 0 || r == -ENOENT);
+                atomic_fetch_add(&sh->gets, 1);
+                if (r == -ENOENT)
+                        atomic_fetch_add(&sh->misses, 1);
+        }
+        stoa_close(c);
+}
+
+static void case_move_race(void)
+{
+        struct stoa *c = open_seg();
+        struct cache_thr *t = thr_of(c);
+        struct cache *k = t->k;
+        uint64_t b[2], moved = 0;
+        int st;
+
+        struct mv_share *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CHECK(sh != MAP_FAILED);
+        set_str(c, "pingpong", "v");
+        uint64_t h = cache_hash(k, 0, "pingpong", 8);
+        cache_buckets(k, h, &b[0], &b[1]);
+        fflush(NULL);
+        pid_t reader = fork();
+        CHECK(reader >= 0);
+        if (reader == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                read_one(sh);
+                _exit(0);
+        }
+        while (atomic_load(&sh->gets) == 0)
+                sched_yield();
+        uint64_t end = now_ns() + SEC / 2;
+        while (now_ns() < end) {
+                for (int i = 0; i < 2; i++) {
+                        for (unsigned w = 0; w < CACHE_WAYS; w++) {
+                                uint64_t e = atomic_load(&k->index[b[i]].e[w]);
+                                if (e && ent_tag(e) == ent_tag(h))
+                                        moved += cache_move(t, b[i], w, e);
+                        }
+                }
+        }
+        atomic_store(&sh->stop, 1);
+        CHECK(waitpid(reader, &st, 0) == reader && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        fprintf(stderr, "    %llu moves of one key; the reader made %llu gets, %llu missed\n",
+                (unsigned long long)moved, (unsigned long long)atomic_load(&sh->gets),
+                (unsigned long long)atomic_load(&sh->misses));
+        CHECK(moved > 1000);
+        CHECK_INT(atomic_load(&sh->misses), ==, 0);
+        TIMED("get", get_is(c, "pingpong", "v"), 0);
+        check_clean(c);
+        munmap(sh, sizeof(*sh));
+        stoa_close(c);
+}
+
 /* ==== runner ================================================================== */
 
 #define CASE(name) static void test_##name(void **state) { (void)state; \
@@ -320,6 +554,9 @@ CASE(claim)
 CASE(insert_lock)
 CASE(thief)
 CASE(recovery)
+CASE(move)
+CASE(move_readers)
+CASE(move_race)
 
 int main(int argc, char **argv)
 {
@@ -329,6 +566,9 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_insert_lock),
                 cmocka_unit_test(test_thief),
                 cmocka_unit_test(test_recovery),
+                cmocka_unit_test(test_move),
+                cmocka_unit_test(test_move_readers),
+                cmocka_unit_test(test_move_race),
         };
 
         if (argc > 1)
