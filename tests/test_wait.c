@@ -315,9 +315,11 @@ static void case_recovery(void)
 
 static _Atomic uint32_t *mv_acked;      /* keys the mover wrote and saw acknowledged */
 
+static const char *mv_point = "move-copied";   /* where the mover stops */
+
 static void stop_at_move(const char *point)
 {
-        if (!strcmp(point, "move-copied"))
+        if (!strcmp(point, mv_point))
                 raise(SIGSTOP);
 }
 
@@ -354,7 +356,12 @@ static unsigned links_of(struct stoa *c, uint64_t x)
         return n;
 }
 
-static void case_move(void)
+/*
+ * A mover stopped at `point`, then killed: while it is stopped its key reads
+ * and its writers are told -EAGAIN; once it is dead, recovery leaves the item
+ * linked once and unclaimed, and every key the mover had written is there.
+ */
+static void run_move(const char *point, unsigned links)
 {
         struct stoa *c = open_seg();
         struct cache *k = thr_of(c)->k;
@@ -363,6 +370,7 @@ static void case_move(void)
 
         mv_acked = mmap(NULL, sizeof(*mv_acked), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         CHECK(mv_acked != MAP_FAILED);
+        mv_point = point;
         pid_t mover = stopped_child(fill_until_move, NULL);
         uint32_t acked = atomic_load(mv_acked), slot = UINT32_MAX;
         for (uint32_t i = 0; i < 16; i++)
@@ -371,7 +379,7 @@ static void case_move(void)
         CHECK(slot != UINT32_MAX);
         uint64_t x = atomic_load(&cache_slot_of(k, slot)->jmove);
         CHECK(x != 0);
-        CHECK_INT(links_of(c, x), ==, 2);
+        CHECK_INT(links_of(c, x), ==, links);
         struct item *it = cache_item(k, x);
         size_t klen = it->klen;
         memcpy(key, it->data, klen);
@@ -385,10 +393,15 @@ static void case_move(void)
 
         /* Killed mid-move: its recovery leaves the item linked once and unclaimed. */
         kill_child(mover);
+        CHECK_INT(cache_recover_dead(k), ==, 1);
+        CHECK_INT(atomic_load(&cache_slot_of(k, slot)->jmove), ==, 0);
+        CHECK_INT(links_of(c, x), ==, 1);
+        CHECK_INT(atomic_load(&it->owner), ==, 0);
+        TIMED("get of the moved key", stoa_get(c, key, klen, buf, sizeof(buf), &n), 0);
+        CHECK(n == sizeof(val) && !memcmp(buf, val, n));
         TIMED("set of the key, its mover dead", stoa_set(c, key, klen, "new", 3, 0), 0);
         TIMED("get", stoa_get(c, key, klen, buf, sizeof(buf), &n), 0);
         CHECK(n == 3 && !memcmp(buf, "new", 3));
-        CHECK_INT(atomic_load(&cache_slot_of(k, slot)->jmove), ==, 0);
         /* Every key the mover had acknowledged is there, once. */
         for (uint32_t i = 0; i < acked; i++) {
                 char kk[16];
@@ -398,6 +411,12 @@ static void case_move(void)
         check_clean(c);
         munmap((void *)mv_acked, sizeof(*mv_acked));
         stoa_close(c);
+}
+
+static void case_move(void)
+{
+        run_move("move-copied", 2);     /* linked at both its entries */
+        run_move("move-cleared", 1);    /* at its new entry only, still claimed */
 }
 
 /*
