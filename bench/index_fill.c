@@ -2,15 +2,16 @@
  * bench/index_fill.c: how many small keys a segment keeps, and what each
  * costs, as issue 8 measured them from outside.
  *
- *   index-fill [--size MiB] [--keys N]
+ *   index-fill [--size MiB] [--keys N] [--vlen BYTES]
  *
- * Writes N unique keys (16 bytes, 64-byte values) through the public API into
+ * Writes N unique keys (16 bytes, values of 64 bytes or --vlen) through the public API into
  * a fresh segment of the given size (STOA_DIR or the default directory), with
  * a line each time the heap passes another quarter, then reads every key back
  * and prints how many are there, how many the index lost (conflicts) and
  * memory evicted, the index's load, and the segment bytes per item held.
- * Without --keys it writes until memory evicts, then as many again
- * (the steady state of a full segment).
+ * Without --keys it writes until the first key is lost (evicted for memory
+ * or for room in the index), then as many again: the steady state of a full
+ * segment.
  *
  * Figures only: the exit status says whether it could run.
  */
@@ -24,7 +25,7 @@
 #include <unistd.h>
 
 #define KLEN 16
-#define VLEN 64
+#define VLEN_MAX 1024
 
 /* Key i: "k" and 15 decimal digits (i below 10^15). */
 static void key_of(uint64_t i, char *k)
@@ -50,8 +51,8 @@ static void report(const char *when, uint64_t written, const struct stoa_info *i
 
 int main(int argc, char **argv)
 {
-        uint64_t size_mib = 128, nkeys = 0;
-        char name[64], k[KLEN + 1], v[VLEN], buf[VLEN];
+        uint64_t size_mib = 128, nkeys = 0, vlen = 64;
+        char name[64], k[KLEN + 1], v[VLEN_MAX], buf[VLEN_MAX];
         struct stoa_info *in = calloc(1, sizeof(*in));
         struct stoa *c;
         int r;
@@ -61,9 +62,13 @@ int main(int argc, char **argv)
                         size_mib = strtoull(argv[++i], NULL, 10);
                 else if (!strcmp(argv[i], "--keys") && i + 1 < argc)
                         nkeys = strtoull(argv[++i], NULL, 10);
+                else if (!strcmp(argv[i], "--vlen") && i + 1 < argc &&
+                         (vlen = strtoull(argv[++i], NULL, 10)) <= VLEN_MAX)
+                        continue;
                 else {
-                        fprintf(stderr, "index-fill: unknown argument '%s'\n"
-                                "usage: index-fill [--size MiB] [--keys N]\n", argv[i]);
+                        fprintf(stderr, "index-fill: bad argument '%s'\n"
+                                "usage: index-fill [--size MiB] [--keys N] [--vlen 0..%d]\n",
+                                argv[i], VLEN_MAX);
                         return 2;
                 }
         }
@@ -74,8 +79,8 @@ int main(int argc, char **argv)
                 return 1;
         }
         memset(v, 'v', sizeof(v));
-        printf("segment %" PRIu64 " MiB, keys of %d bytes with values of %d bytes\n", size_mib,
-               KLEN, VLEN);
+        printf("segment %" PRIu64 " MiB, keys of %d bytes with values of %" PRIu64 " bytes\n",
+               size_mib, KLEN, vlen);
         unsigned quarter = 1;
         uint64_t n = 0, first_eviction = 0;
         for (;; n++) {
@@ -86,13 +91,13 @@ int main(int argc, char **argv)
                                 snprintf(when, sizeof(when), "heap past %u%%", 25 * quarter++);
                                 report(when, n, in);
                         }
-                        if (!first_eviction && in->evictions)
+                        if (!first_eviction && (in->evictions || in->conflicts))
                                 first_eviction = n;
                         if (nkeys ? n >= nkeys : first_eviction && n >= 2 * first_eviction)
                                 break;
                 }
                 key_of(n, k);
-                if ((r = stoa_set(c, k, KLEN, v, VLEN, 0)) < 0) {
+                if ((r = stoa_set(c, k, KLEN, v, vlen, 0)) < 0) {
                         fprintf(stderr, "index-fill: set %s: %s\n", k, stoa_strerror(r));
                         return 1;
                 }
@@ -105,11 +110,11 @@ int main(int argc, char **argv)
         }
         stoa_info(c, in);
         report("at the end", n, in);
+        double per = (double)in->size / (double)(in->items ? in->items : 1);
         printf("%" PRIu64 " of %" PRIu64 " keys present; %" PRIu64 " items held, %.1f segment "
-               "bytes each (%.1f of it over the %d bytes of key and value), %.0f items per MiB\n",
-               present, n, in->items, (double)in->size / (double)(in->items ? in->items : 1),
-               (double)in->size / (double)(in->items ? in->items : 1) - KLEN - VLEN, KLEN + VLEN,
-               (double)in->items / (double)size_mib);
+               "bytes each (%.1f of it over the %" PRIu64 " bytes of key and value), %.0f items "
+               "per MiB\n", present, n, in->items, per, per - (double)(KLEN + vlen),
+               KLEN + vlen, (double)in->items / (double)size_mib);
         char path[sizeof(in->path) + 1];
         snprintf(path, sizeof(path), "%s", in->path);
         stoa_close(c);
