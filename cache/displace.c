@@ -57,7 +57,8 @@ static bool other_bucket(struct cache *k, uint64_t word, uint64_t bucket, uint64
         struct item *it = cache_item(k, ent_off(word));
         uint64_t b0, b1;
 
-        if (!it || it->klen > STOA_KEY_MAX)
+        /* A claimed item is being unlinked or moved (perhaps by a client that died or stopped). */
+        if (!it || it->klen > STOA_KEY_MAX || atomic_load_explicit(&it->owner, memory_order_relaxed))
                 return false;
         uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen);
         if (ent_tag(h) != ent_tag(word))

@@ -564,6 +564,122 @@ static void case_move_race(void)
         stoa_close(c);
 }
 
+/*
+ * Moves under SIGKILL: two writers insert small unique keys into an index
+ * already 55% full (85% at the end), so that many inserts move entries
+ * (near 95% a search of 64 entries sometimes finds no path), and are killed at
+ * random every millisecond or so and restarted. Afterwards every key written
+ * before and every write acknowledged is there, the index holds each item
+ * once, and no claim is left.
+ */
+#define MK_WRITERS 2
+#define MK_KEYS 17000u          /* per writer: the index ends near 85% full */
+
+struct mk_share {
+        _Atomic uint32_t acked[MK_WRITERS];
+};
+
+static void mk_writer(struct mk_share *sh, unsigned w)
+{
+        struct stoa *c = open_seg();
+        char key[16];
+
+        for (uint32_t i = atomic_load(&sh->acked[w]); i < MK_KEYS; i++) {
+                snprintf(key, sizeof(key), "w%u:%08u", w, i);
+                int r = stoa_set(c, key, strlen(key), "12345678", 8, 0);
+                CHECKF(r == 0, "set %s: %d (%s)", key, r, stoa_strerror(r));
+                atomic_store(&sh->acked[w], i + 1);
+        }
+        stoa_close(c);
+        _exit(0);
+}
+
+static pid_t mk_spawn(struct mk_share *sh, unsigned w)
+{
+        fflush(NULL);
+        pid_t p = fork();
+        CHECK(p >= 0);
+        if (p == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                mk_writer(sh, w);
+        }
+        return p;
+}
+
+static void case_move_kills(void)
+{
+        struct stoa *c = open_seg();
+        struct cache *k = thr_of(c)->k;
+        struct stoa_info in;
+        char key[16], buf[16];
+        uint32_t pre = 0, kills = 0;
+        size_t n;
+        pid_t pid[MK_WRITERS];
+        bool done[MK_WRITERS] = { false };
+
+        struct mk_share *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CHECK(sh != MAP_FAILED);
+        memset(sh, 0, sizeof(*sh));
+        CHECK_ERR(stoa_info(c, &in), 0);
+        while (in.index_entries * 100 < in.index_buckets * in.index_ways * 55) {
+                for (uint32_t j = 0; j < 1024; j++, pre++) {
+                        snprintf(key, sizeof(key), "pre:%08u", pre);
+                        CHECK_ERR(stoa_set(c, key, strlen(key), "12345678", 8, 0), 0);
+                }
+                CHECK_ERR(stoa_info(c, &in), 0);
+        }
+        uint64_t moves0 = atomic_load(&k->hdr->moves);
+        for (unsigned w = 0; w < MK_WRITERS; w++)
+                pid[w] = mk_spawn(sh, w);
+        struct rng { uint64_t s; } rg = { 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() };
+        for (unsigned left = MK_WRITERS; left;) {
+                rg.s ^= rg.s << 13; rg.s ^= rg.s >> 7; rg.s ^= rg.s << 17;
+                struct timespec ts = { 0, (long)(100000 + rg.s % 400000) };
+                nanosleep(&ts, NULL);
+                unsigned w = (unsigned)(rg.s >> 32) % MK_WRITERS;
+                int st;
+                for (unsigned v = 0; v < MK_WRITERS; v++)
+                        if (!done[v] && waitpid(pid[v], &st, WNOHANG) == pid[v]) {
+                                CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %u: %#x", v, st);
+                                done[v] = true;
+                                left--;
+                        }
+                if (done[w])
+                        continue;
+                CHECK(kill(pid[w], SIGKILL) == 0);
+                CHECK(waitpid(pid[w], &st, 0) == pid[w]);
+                if (WIFEXITED(st)) {
+                        CHECKF(WEXITSTATUS(st) == 0, "writer %u: %#x", w, st);
+                        done[w] = true;
+                        left--;
+                        continue;
+                }
+                kills++;
+                pid[w] = mk_spawn(sh, w);
+        }
+        cache_recover_dead(k);
+        CHECK_ERR(stoa_info(c, &in), 0);
+        fprintf(stderr, "    %u kills; %llu entries moved; index %.1f%% full, %llu conflicts\n", kills,
+                (unsigned long long)(atomic_load(&k->hdr->moves) - moves0),
+                100.0 * (double)in.index_entries / (double)(in.index_buckets * in.index_ways),
+                (unsigned long long)in.conflicts);
+        CHECK(kills >= 5);
+        for (uint32_t i = 0; i < pre; i++) {
+                snprintf(key, sizeof(key), "pre:%08u", i);
+                CHECKF(stoa_get(c, key, strlen(key), buf, sizeof(buf), &n) == 0, "%s is gone", key);
+        }
+        for (unsigned w = 0; w < MK_WRITERS; w++)
+                for (uint32_t i = 0; i < atomic_load(&sh->acked[w]); i++) {
+                        snprintf(key, sizeof(key), "w%u:%08u", w, i);
+                        CHECKF(stoa_get(c, key, strlen(key), buf, sizeof(buf), &n) == 0,
+                               "%s, acknowledged, is gone", key);
+                }
+        CHECK_INT(in.conflicts, ==, 0);
+        check_clean(c);
+        munmap(sh, sizeof(*sh));
+        stoa_close(c);
+}
+
 /* ==== runner ================================================================== */
 
 #define CASE(name) static void test_##name(void **state) { (void)state; \
@@ -576,6 +692,7 @@ CASE(recovery)
 CASE(move)
 CASE(move_readers)
 CASE(move_race)
+CASE(move_kills)
 
 int main(int argc, char **argv)
 {
@@ -588,6 +705,7 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_move),
                 cmocka_unit_test(test_move_readers),
                 cmocka_unit_test(test_move_race),
+                cmocka_unit_test(test_move_kills),
         };
 
         if (argc > 1)
