@@ -272,7 +272,10 @@ typedef int (*stoa_scan_fn)(const void *key, size_t klen, size_t vlen, void *arg
  *
  * Safe while others write: a key present and unchanged in place for the
  * whole scan is visited exactly once; a key written or deleted during it
- * may or may not be. Expired keys are skipped. plen 0 visits all keys.
+ * may or may not be. So may a key whose index entry moves to its other
+ * bucket during the scan, which an insert into two full buckets does to
+ * make room (it may then be visited twice, or not at all). Expired keys
+ * are skipped. plen 0 visits all keys.
  * Returns 0 after visiting all, fn's non-zero value if it stopped, or a
  * negative error.
  */
