@@ -112,6 +112,7 @@ STOA_API int stoa_info(struct stoa *c, struct stoa_info *out)
         out->used_bytes = st.used_bytes;
         out->index_buckets = k->nbuckets;
         out->index_ways = CACHE_WAYS;
+        out->index_moves = atomic_load_explicit(&k->hdr->moves, memory_order_relaxed);
         for (uint64_t b = 0; b < k->nbuckets; b++) {
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&k->index[b].e[w], memory_order_acquire);

@@ -1296,15 +1296,17 @@ static void case_index_conflicts(void)
         free(in);
         in = info_of(c);
         stoa_stats_get(c, &st);
-        fprintf(stderr, "    %u keys written to %.0f%% of the heap: %u present, %llu index conflicts, "
-                "index %.1f%% full\n", n, 100.0 * (double)in->used_bytes / (double)heap, present,
-                (unsigned long long)in->conflicts,
+        fprintf(stderr, "    %u keys written to %.0f%% of the heap: %u present, %llu entries moved, "
+                "%llu index conflicts, index %.1f%% full\n", n,
+                100.0 * (double)in->used_bytes / (double)heap, present,
+                (unsigned long long)in->index_moves, (unsigned long long)in->conflicts,
                 100.0 * (double)in->index_entries / (double)(in->index_buckets * in->index_ways));
         CHECK_U64(in->evictions, ==, 0);
         CHECK_U64(st.evictions, ==, 0);
         CHECK_U64(in->items, ==, present);
         CHECK_U64(in->conflicts, ==, n - present);
         CHECK_U64(present, ==, n);
+        CHECK_U64(in->index_moves, >, 0);      /* at 80% of the index, some inserts moved entries */
         CHECK_U64(st.conflicts, ==, in->conflicts);
         CHECK(in->nns >= 1);           /* the default namespace comes first */
         CHECK_U64(in->ns[0].conflicts, ==, in->conflicts);

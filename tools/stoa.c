@@ -235,6 +235,8 @@ static void stat_text(const struct stoa_info *in)
         printf("dels             %" PRIu64 "\n", in->dels);
         printf("evictions        %" PRIu64 "\n", in->evictions);
         printf("expirations      %" PRIu64 "\n", in->expired);
+        printf("index moves      %-14" PRIu64 " (entries moved to their other bucket for room)\n",
+               in->index_moves);
         printf("index conflicts  %-14" PRIu64 " (live items removed for room in the index)\n",
                in->conflicts);
         printf("clients alive    %" PRIu32 "\n", in->clients);
@@ -283,8 +285,8 @@ static void stat_json(const struct stoa_info *in)
                in->heap_bytes, in->used_bytes, in->free_bytes);
         printf("\"items\":%" PRIu64 ",\"item_bytes\":%" PRIu64 ",", in->items, in->item_bytes);
         printf("\"index\":{\"buckets\":%" PRIu64 ",\"ways\":%" PRIu32 ",\"entries\":%" PRIu64
-               ",\"conflicts\":%" PRIu64 ",",
-               in->index_buckets, in->index_ways, in->index_entries, in->conflicts);
+               ",\"moves\":%" PRIu64 ",\"conflicts\":%" PRIu64 ",",
+               in->index_buckets, in->index_ways, in->index_entries, in->index_moves, in->conflicts);
         json_ratio("load", in->index_entries, in->index_buckets);
         printf("},\"hits\":%" PRIu64 ",\"misses\":%" PRIu64 ",", in->hits, in->misses);
         json_ratio("hit_ratio", in->hits, in->hits + in->misses);

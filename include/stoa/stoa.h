@@ -373,6 +373,7 @@ struct stoa_info {
         uint64_t heap_bytes, used_bytes, free_bytes;
         uint64_t index_buckets, index_entries;  /* buckets, and entries in use */
         uint32_t index_ways;            /* entries a bucket holds */
+        uint64_t index_moves;           /* entries moved to their other bucket to make room */
         uint64_t items, item_bytes;
         uint64_t hits, misses, sets, dels, evictions, expired;
         uint64_t conflicts;             /* removed for room in the index, not in memory */
