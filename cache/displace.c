@@ -18,12 +18,12 @@
  *   give the claim back; close the journal.
  * Between the CAS and the clear, X is linked twice: a lookup finds either.
  *
- * Readers stay lock-free and never miss a key that is there. A lookup scans
+ * Readers stay lock-free and do not miss a key that is there. A lookup scans
  * the key's first bucket, then its second; a move from the second to the
  * first between the two scans could hide the key from both. The move count
  * is bumped after the copy and before the clear, and a lookup that finds
- * nothing reads it before and after its scan and looks again if it changed
- * (cache.c). Hits never look at it.
+ * nothing reads it before and after its scan and looks again while it
+ * changes, up to 64 times (cache.c). Hits never look at it again.
  *
  * A mover that dies leaves X claimed by its slot, in S, in D, or in both;
  * recovery (cache_move_recover) clears S if X is also elsewhere and gives the
@@ -34,7 +34,6 @@
 #include "shm/testpoint.h"
 #include "stoa/stoa.h"
 
-#include <string.h>
 
 #define DISPLACE_DEPTH  3u      /* moves a path may make */
 #define DISPLACE_NODES  64u     /* entries the search may look at */
