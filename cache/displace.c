@@ -77,21 +77,24 @@ static bool has_free_way(const struct cache *k, uint64_t bucket)
         return false;
 }
 
+/* Queue the entries of `bucket` as steps of the search (as many as fit). */
+static void enqueue(const struct cache *k, uint64_t bucket, int parent, unsigned depth,
+                    struct step *st, unsigned *n)
+{
+        for (unsigned w = 0; w < CACHE_WAYS && *n < DISPLACE_NODES; w++) {
+                uint64_t e = atomic_load_explicit(&k->index[bucket].e[w], memory_order_acquire);
+                if (e)
+                        st[(*n)++] = (struct step){ bucket, 0, e, w, parent, depth };
+        }
+}
+
 /* Breadth-first search from buckets b0, b1. The step whose `to` has room, or -1. */
 static int search(struct cache *k, uint64_t b0, uint64_t b1, struct step *st, unsigned *ret_n)
 {
         unsigned n = 0, head = 0;
-        uint64_t roots[2] = { b0, b1 };
 
-        /* Level 0: every entry of the key's two buckets. */
-        for (int r = 0; r < 2; r++) {
-                for (unsigned w = 0; w < CACHE_WAYS && n < DISPLACE_NODES; w++) {
-                        uint64_t e = atomic_load_explicit(&k->index[roots[r]].e[w],
-                                                          memory_order_acquire);
-                        if (e)
-                                st[n++] = (struct step){ roots[r], 0, e, w, -1, 1 };
-                }
-        }
+        enqueue(k, b0, -1, 1, st, &n);
+        enqueue(k, b1, -1, 1, st, &n);
         for (; head < n; head++) {
                 struct step *s = &st[head];
                 if (!other_bucket(k, s->word, s->bucket, &s->to))
@@ -100,13 +103,8 @@ static int search(struct cache *k, uint64_t b0, uint64_t b1, struct step *st, un
                         *ret_n = n;
                         return (int)head;
                 }
-                if (s->depth >= DISPLACE_DEPTH)
-                        continue;
-                for (unsigned w = 0; w < CACHE_WAYS && n < DISPLACE_NODES; w++) {
-                        uint64_t e = atomic_load_explicit(&k->index[s->to].e[w], memory_order_acquire);
-                        if (e)
-                                st[n++] = (struct step){ s->to, 0, e, w, (int)head, s->depth + 1 };
-                }
+                if (s->depth < DISPLACE_DEPTH)
+                        enqueue(k, s->to, (int)head, s->depth + 1, st, &n);
         }
         *ret_n = n;
         return -1;

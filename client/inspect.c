@@ -261,11 +261,11 @@ static void al_report(void *arg, const char *fmt, ...)
 static bool being_moved(const struct checker *ck, uint64_t off)
 {
         struct cache *k = ck->k;
+        struct item *it = cache_item(k, off);
 
-        for (uint32_t i = 0; i < slots_count(k->s); i++) {
+        for (uint32_t i = 0; it && i < slots_count(k->s); i++) {
                 struct cache_slot *cs = cache_slot_of(k, i);
-                struct item *it = cache_item(k, off);
-                if (atomic_load(&cs->jmove) == off && it &&
+                if (atomic_load(&cs->jmove) == off &&
                     atomic_load(&it->owner) == olock_tag(i, cs->gen))
                         return true;
         }

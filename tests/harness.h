@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -292,6 +293,20 @@ static inline void harness_run_case(const char *tag, unsigned timeout_s, void (*
                 fail_msg("case process killed by signal %d%s", WTERMSIG(st),
                          WTERMSIG(st) == SIGALRM ? " (timed out: something waits for ever)" : "");
         assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* Fork a child that runs fn and exits 0; it dies with this process (PR_SET_PDEATHSIG). */
+static inline pid_t harness_spawn(void (*fn)(void *), void *arg)
+{
+        fflush(NULL);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                fn(arg);
+                _exit(0);
+        }
+        return pid;
 }
 
 #endif /* STOA_TESTS_HARNESS_H */

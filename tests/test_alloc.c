@@ -358,19 +358,6 @@ static void check_rest_abandoned(const struct core *c, const char *when)
 
 /* ---- processes ----------------------------------------------------------- */
 
-static pid_t spawn(void (*fn)(void *), void *arg)
-{
-        fflush(NULL);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                fn(arg);
-                _exit(0);
-        }
-        return pid;
-}
-
 static int wait_pid(pid_t pid)
 {
         int st;
@@ -1369,7 +1356,7 @@ static void case_exchange(void)
         for (unsigned i = 0; i < XN; i++) {
                 w[i].x = x;
                 w[i].id = i;
-                pids[i] = spawn(x_worker, &w[i]);
+                pids[i] = harness_spawn(x_worker, &w[i]);
         }
         wait_count(&x->freed, XN, pids, XN);
 
@@ -1592,7 +1579,7 @@ static void kid_start(struct kid *k, unsigned mode)
         w->mode = mode;
         k->id = w->id;
         k->mode = mode;
-        k->pid = spawn(c_worker, w);
+        k->pid = harness_spawn(c_worker, w);
         free(w);
         ch = &cs->child[k->id];
         while (!atomic_load(&ch->ready)) {
@@ -1824,7 +1811,7 @@ static void case_claim(void)
 
         fail_box = &cl->fb;
         CHECK_OK(core_thread_enter(c, &t0));
-        expect_killed(spawn(claim_child, cl));
+        expect_killed(harness_spawn(claim_child, cl));
         CHECK(cl->slot != t0.slot);
         struct slot_hdr *sh = slot_hdr(c->seg, cl->slot);
         uint32_t rec0 = sh->recovered;
@@ -2210,7 +2197,7 @@ static uint32_t pt_run(void (*child)(void *), void *arg)
 {
         atomic_store(&pt->step, 0);
         memset(pt->off, 0, sizeof(pt->off));
-        expect_killed(spawn(child, arg));
+        expect_killed(harness_spawn(child, arg));
         return pt->slot;
 }
 
@@ -2246,7 +2233,7 @@ static bool recover_killed_at(uint32_t slot, const char *point)
 
         kill_at = point;
         kill_slot = slot;
-        pid_t pid = spawn(pt_recoverer_child, NULL);
+        pid_t pid = harness_spawn(pt_recoverer_child, NULL);
         while (waitpid(pid, &st, 0) < 0)
                 CHECK(errno == EINTR);
         CHECKF(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 3),
@@ -2323,7 +2310,7 @@ static void case_crash_points(void)
                 al_commit(&t.heap);
                 pt->off[0] = off;
                 atomic_store(&pt->step, 0);
-                expect_killed(spawn(pt_rfree_child, before ? pt : NULL));
+                expect_killed(harness_spawn(pt_rfree_child, before ? pt : NULL));
                 pt_recover(c, pt->slot);
                 CHECK(!block_allocated(c, off));
                 CHECK_EQ(used_bytes(c), al_class_size[k]);
@@ -2336,7 +2323,7 @@ static void case_crash_points(void)
         CHECK_OK(al_alloc(&t.heap, 200, -1, &off));
         al_commit(&t.heap);
         pt->off[0] = off;
-        expect_killed(spawn(pt_rfree_child, NULL));
+        expect_killed(harness_spawn(pt_rfree_child, NULL));
         slot = pt->slot;
         pg = head_of(c, off);
         core_thread_leave(&t);                  /* drains: the span is empty, given back */
@@ -2348,7 +2335,7 @@ static void case_crash_points(void)
         /* Row 7: a drain killed at two points; all blocks are free, so is the span. */
         for (int moved = 0; moved < 2; moved++) {
                 atomic_store(&pt->step, 0);
-                pid_t pid = spawn(pt_drain_child, moved ? pt : NULL);
+                pid_t pid = harness_spawn(pt_drain_child, moved ? pt : NULL);
                 pt_wait(1);
                 for (unsigned i = 0; i < 3; i++)
                         CHECK_OK(al_free(&t.heap, pt->off[i]));
@@ -2369,7 +2356,7 @@ static void case_crash_points(void)
          */
         {
                 atomic_store(&pt->step, 0);
-                pid_t pid = spawn(pt_leave_child, NULL);
+                pid_t pid = harness_spawn(pt_leave_child, NULL);
                 int st;
                 while (waitpid(pid, &st, 0) < 0)
                         CHECK(errno == EINTR);
@@ -2379,7 +2366,7 @@ static void case_crash_points(void)
                 for (unsigned i = 0; i < 3; i++)
                         CHECK_OK(al_free(&t.heap, pt->off[i]));         /* remote frees */
                 rep0 = repairs(c);
-                expect_killed(spawn(pt_trimdrain_child, NULL));
+                expect_killed(harness_spawn(pt_trimdrain_child, NULL));
                 slot = pt->slot;
                 pt_recover(c, slot);            /* takes the lock from the dead: a rebuild */
                 CHECK_EQ(repairs(c), rep0 + 1);
@@ -2402,7 +2389,7 @@ static void case_crash_points(void)
         {
                 int k3 = al_size_class(3000);
                 int st;
-                pid_t pid = spawn(pt_fillspan_child, NULL);
+                pid_t pid = harness_spawn(pt_fillspan_child, NULL);
                 while (waitpid(pid, &st, 0) < 0)
                         CHECK(errno == EINTR);
                 CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -2411,7 +2398,7 @@ static void case_crash_points(void)
                 al_trim(&t.heap);               /* nothing else waits for a drain */
                 CHECK_OK(al_free(&t.heap, pt->off[0]));         /* remote: lists the span */
                 rep0 = repairs(c);
-                pid = spawn(pt_trimcursor_child, NULL);
+                pid = harness_spawn(pt_trimcursor_child, NULL);
                 while (waitpid(pid, &st, 0) < 0)
                         CHECK(errno == EINTR);
                 CHECKF(WIFSIGNALED(st), "the trim never drained the span (status %#x)", st);
@@ -2508,7 +2495,7 @@ static void case_crash_points(void)
                 al_commit(&t.heap);
                 pt->off[0] = off;
                 atomic_store(&pt->step, 0);
-                expect_killed(spawn(pt_rfree_child, pt));
+                expect_killed(harness_spawn(pt_rfree_child, pt));
                 slot = pt->slot;
                 if (recover_killed_at(slot, steps[i]))
                         pt_recover(c, slot);
@@ -2529,7 +2516,7 @@ static void case_crash_points(void)
         for (unsigned i = 0; i < 2; i++) {
                 atomic_store(&pt->step, 0);
                 pt->published = false;
-                pid_t pid = spawn(pt_fullspan_child, NULL);
+                pid_t pid = harness_spawn(pt_fullspan_child, NULL);
                 pt_wait(1);
                 slot = pt->slot;
                 pg = head_of(c, pt->off[0]);

@@ -1274,19 +1274,6 @@ static void worker_main(uint32_t role, uint32_t gen)
 
 /* ---- processes ----------------------------------------------------------- */
 
-static pid_t spawn(void (*fn)(void *), void *arg)
-{
-        fflush(NULL);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                fn(arg);
-                _exit(0);
-        }
-        return pid;
-}
-
 static int wait_pid(pid_t pid)
 {
         int st;
@@ -1353,7 +1340,7 @@ static void start_role(uint32_t role)
 {
         gens[role]++;
         atomic_store(&S->role[role].stop, 0);
-        pids[role] = spawn(role_child, (void *)(uintptr_t)role);
+        pids[role] = harness_spawn(role_child, (void *)(uintptr_t)role);
 }
 
 static void stop_roles(void)
@@ -1781,7 +1768,7 @@ static void checkpoint(const char *when)
         check_box();
         in = info_now();
         dead_seen += in.dead_clients;
-        expect_exit0(spawn(checker_child, NULL), "the checker");
+        expect_exit0(harness_spawn(checker_child, NULL), "the checker");
 
         /* Dead clients recovered, every slot alive; the segment consistent. */
         r = stoa_sweep(H);
@@ -1801,7 +1788,7 @@ static void checkpoint(const char *when)
         uint64_t used_live = in.used_bytes;
 
         /* Every key deleted: all the memory comes back, however the writers died. */
-        expect_exit0(spawn(deleter_child, NULL), "the deleter");
+        expect_exit0(harness_spawn(deleter_child, NULL), "the deleter");
         bool back = settle_used(baseline_used, baseline_used, &in);
         if (!within || !back) {
                 char msg[400];
@@ -2193,7 +2180,7 @@ static void case_stopped(void)
 
         /* Last, D: views held by an idle process hold back nothing else (no -EAGAIN allowed). */
         set_stage("views held by an idle process");
-        pid_t vh = spawn(view_holder_child, NULL);
+        pid_t vh = harness_spawn(view_holder_child, NULL);
         while (!atomic_load(&S->vh_ready))
                 run_for(5);
         cs = clients_of(vh);
@@ -2268,7 +2255,7 @@ static void case_idle(void)
         case_open(&idle_cfg);
         memset(v, 0x5a, sizeof(v));
         for (unsigned i = 0; i < 2; i++) {
-                idle[i] = spawn(idle_child, (void *)(uintptr_t)i);
+                idle[i] = harness_spawn(idle_child, (void *)(uintptr_t)i);
                 while (atomic_load(&S->vh_ready) < (int)i + 1)
                         run_for(5);
         }
@@ -2466,8 +2453,8 @@ static void case_ns_run(bool kills)
         case_open(&cfg);
         r.s = mix64(case_seed);
         NSS = shared_map(sizeof(*NSS));
-        pid_t w = spawn(ns_writer, NULL);
-        pid_t d = spawn(ns_dropper, kills ? (void *)1 : NULL);
+        pid_t w = harness_spawn(ns_writer, NULL);
+        pid_t d = harness_spawn(ns_dropper, kills ? (void *)1 : NULL);
         uint64_t end = now_ns() + 3 * SEC * stress_scale(), kills_done = 0;
         while (now_ns() < end) {
                 check_box();
@@ -2492,7 +2479,7 @@ static void case_ns_run(bool kills)
                 atomic_fetch_add(&NSS->redone, 1);
                 check_clean("after the drop was redone");
                 atomic_store(&NSS->pause, 0);
-                d = spawn(ns_dropper, (void *)1);
+                d = harness_spawn(ns_dropper, (void *)1);
         }
         atomic_store(&NSS->stop, 1);
         expect_exit0(w, "the ns writer");

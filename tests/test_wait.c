@@ -431,20 +431,28 @@ struct mv_share {
         _Atomic uint64_t gets, misses;
 };
 
+/* One read of `key` by a mover-test reader: counted, and counted again if it missed. */
+static void mv_read(struct mv_share *sh, struct stoa *c, const char *key)
+{
+        char buf[64];
+        size_t n;
+        int r = stoa_get(c, key, strlen(key), buf, sizeof(buf), &n);
+
+        CHECK(r == 0 || r == -ENOENT);
+        atomic_fetch_add(&sh->gets, 1);
+        if (r == -ENOENT)
+                atomic_fetch_add(&sh->misses, 1);
+}
+
 static void read_hot(void *arg)
 {
         struct mv_share *sh = arg;
         struct stoa *c = open_seg();
-        char key[16], buf[64];
-        size_t n;
+        char key[16];
 
         for (uint32_t i = 0; !atomic_load(&sh->stop); i = (i + 7) % 2000) {
                 snprintf(key, sizeof(key), "hot:%06u", i);
-                int r = stoa_get(c, key, strlen(key), buf, sizeof(buf), &n);
-                CHECK(r == 0 || r == -ENOENT);
-                atomic_fetch_add(&sh->gets, 1);
-                if (r == -ENOENT)
-                        atomic_fetch_add(&sh->misses, 1);
+                mv_read(sh, c, key);
         }
         stoa_close(c);
 }
@@ -464,14 +472,7 @@ static void case_move_readers(void)
                 snprintf(key, sizeof(key), "hot:%06u", i);
                 CHECK_ERR(stoa_set(c, key, strlen(key), val, sizeof(val), 0), 0);
         }
-        fflush(NULL);
-        pid_t reader = fork();
-        CHECK(reader >= 0);
-        if (reader == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                read_hot(sh);
-                _exit(0);
-        }
+        pid_t reader = harness_spawn(read_hot, sh);
         uint64_t moves0 = atomic_load(&k->hdr->moves);
         CHECK_ERR(stoa_info(c, &in), 0);
         for (uint32_t i = 0; in.used_bytes * 10 < in.heap_bytes * 9; i++) {
@@ -505,16 +506,9 @@ static void read_one(void *arg)
 {
         struct mv_share *sh = arg;
         struct stoa *c = open_seg();
-        char buf[64];
-        size_t n;
 
-        while (!atomic_load(&sh->stop)) {
-                int r = stoa_get(c, "pingpong", 8, buf, sizeof(buf), &n);
-                CHECK(r == 0 || r == -ENOENT);
-                atomic_fetch_add(&sh->gets, 1);
-                if (r == -ENOENT)
-                        atomic_fetch_add(&sh->misses, 1);
-        }
+        while (!atomic_load(&sh->stop))
+                mv_read(sh, c, "pingpong");
         stoa_close(c);
 }
 
@@ -531,14 +525,7 @@ static void case_move_race(void)
         set_str(c, "pingpong", "v");
         uint64_t h = cache_hash(k, 0, "pingpong", 8);
         cache_buckets(k, h, &b[0], &b[1]);
-        fflush(NULL);
-        pid_t reader = fork();
-        CHECK(reader >= 0);
-        if (reader == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                read_one(sh);
-                _exit(0);
-        }
+        pid_t reader = harness_spawn(read_one, sh);
         while (atomic_load(&sh->gets) == 0)
                 sched_yield();
         uint64_t end = now_ns() + SEC / 2;
