@@ -97,6 +97,13 @@ static uint64_t round_up(uint64_t x, uint64_t a)
         return (x + a - 1) / a * a;
 }
 
+/* A segment size to try: `x` rounded up, and no smaller than stoa allows (ballast trims it). */
+static uint64_t seg_size_for(uint64_t x)
+{
+        x = round_up(x, SEG_ALIGN);
+        return x < STOA_SIZE_MIN ? STOA_SIZE_MIN : x;
+}
+
 /* ---- stoa segments ---------------------------------------------------------- */
 
 static bool verbose, ballast_on = true;
@@ -345,7 +352,7 @@ static bool better(const struct capm *m, const struct capm *best, uint64_t targe
 static void calibrate_objects(unsigned klen, size_t vlen, uint64_t target, struct capm *best,
                               int *ret_tries)
 {
-        uint64_t s = round_up((2u << 20) + target * (vlen + klen + 256), SEG_ALIGN);
+        uint64_t s = seg_size_for((2u << 20) + target * (vlen + klen + 256));
         struct capm m;
         int n = 0;
 
@@ -418,7 +425,7 @@ static uint64_t heap_of(uint64_t seg_size)
  */
 static void calibrate_heap(uint64_t target, struct capm *cal, int *ret_tries)
 {
-        uint64_t s = round_up(target + (target >> 3) + (4u << 20), SEG_ALIGN), h = 0;
+        uint64_t s = seg_size_for(target + (target >> 3) + (4u << 20)), h = 0;
         int n = 0;
 
         for (;;) {
