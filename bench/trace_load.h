@@ -25,11 +25,11 @@
 #include <string.h>
 #include <time.h>
 
-enum fmt { FMT_U32BE, FMT_U64BE, FMT_TEXT };
+enum fmt { FMT_U32BE, FMT_U64BE, FMT_TEXT, FMT_SCAN };
 
 struct trace_def {
         const char *name;
-        const char *file;
+        const char *file;               /* FMT_SCAN: none, the trace is made here */
         enum fmt fmt;
         unsigned klen;                  /* bytes of the stoa key */
 };
@@ -242,6 +242,33 @@ static void parse_text(struct trace *t, struct idmap *m, const unsigned char *bu
         }
 }
 
+/*
+ * The scan-resistance case, made here (deterministic): SCAN_HOT objects read
+ * at random, then a one-time scan of SCAN_ONCE new objects interleaved one to
+ * one with hot reads, then hot reads again. At 1% of its objects a cache
+ * holds the hot set with a little room; LRU lets the scan flush it (every hot
+ * object is reread after SCAN_HOT scan objects went by), a scan-resistant
+ * policy keeps it and misses only the scan.
+ */
+#define SCAN_HOT        3000u
+#define SCAN_ONCE       400000u
+#define SCAN_WARM       400000u         /* hot reads before the scan, and after it */
+
+static void make_scan(struct trace *t, struct idmap *m, size_t *cap)
+{
+        uint64_t x = 0x5ca11ab1eull;
+        uint64_t once = 0;
+
+        for (int phase = 0; phase < 3; phase++)
+                for (uint32_t i = 0; i < (phase == 1 ? 2 * SCAN_ONCE : SCAN_WARM); i++) {
+                        x = mix64(x + 0x9e3779b97f4a7c15ull);
+                        if (phase == 1 && i % 2)
+                                trace_add(t, m, (1ull << 32) + once++, 1, cap);
+                        else
+                                trace_add(t, m, x % SCAN_HOT, 1, cap);
+                }
+}
+
 static void trace_load(struct trace *t, const struct trace_def *def, const char *dir)
 {
         char path[PATH_MAX];
@@ -252,9 +279,18 @@ static void trace_load(struct trace *t, const struct trace_def *def, const char 
 
         memset(t, 0, sizeof(*t));
         t->def = def;
+        idmap_init(&m, 1u << 16);
+        if (def->fmt == FMT_SCAN) {
+                make_scan(t, &m, &cap);
+                free(t->req_size);
+                t->req_size = NULL;
+                free(m.keys);
+                free(m.ids);
+                t->load_s = now_s() - t0;
+                return;
+        }
         path_join(path, sizeof(path), dir, def->file);
         buf = xz_read_all(path, &len);
-        idmap_init(&m, 1u << 16);
         if (def->fmt == FMT_TEXT) {
                 parse_text(t, &m, buf, len, &cap);
         } else {

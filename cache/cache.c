@@ -35,6 +35,8 @@ uint32_t cache_slot_size(void)
 #define BYTES_PER_BUCKET   1024u  /* segment bytes per index bucket (above) */
 #define HDR_BYTES          4096u  /* the cache header's page; the ghost table follows it */
 #define REGION_ALIGN       4096u  /* alignment of each of the cache's regions */
+#define GHOST_PER_BUCKET   2u     /* ghost table words per index bucket */
+#define SMALL_PER_BUCKET   1u     /* small queue positions per bucket: 1/7 of the entries */
 _Static_assert(sizeof(struct cache_hdr) <= HDR_BYTES, "the cache header fits its page");
 
 uint64_t cache_layout(uint64_t total, struct seg_layout *lo)
@@ -45,7 +47,8 @@ uint64_t cache_layout(uint64_t total, struct seg_layout *lo)
         if (nb < 64)
                 nb = 64;
         idx = nb * sizeof(struct bucket);
-        hdr = HDR_BYTES + 2 * nb * sizeof(uint64_t);   /* header, then the ghost table */
+        /* The header, then the ghost table (2 words a bucket) and the small queue (1). */
+        hdr = HDR_BYTES + (GHOST_PER_BUCKET + SMALL_PER_BUCKET) * nb * sizeof(uint64_t);
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_CACHE, -1, hdr, REGION_ALIGN };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INDEX, -1, idx, REGION_ALIGN };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INTERN, -1, in, REGION_ALIGN };
@@ -69,7 +72,9 @@ void cache_format(struct seg *s)
         h->intern_cap = (uint32_t)(rn->size / 8);
         h->time0 = ts.tv_sec - 1;       /* so that cache_now() is never 0 */
         h->ghost_off = rc->off + HDR_BYTES;
-        h->ghost_n = 2 * h->nbuckets;
+        h->ghost_n = GHOST_PER_BUCKET * h->nbuckets;
+        h->small_off = h->ghost_off + h->ghost_n * sizeof(uint64_t);
+        h->small_n = SMALL_PER_BUCKET * h->nbuckets;
         /* Random, so that no one can choose keys that collide in this segment. */
         if (getrandom(&h->seed, sizeof(h->seed), GRND_NONBLOCK) != sizeof(h->seed))
                 h->seed = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec ^
@@ -102,10 +107,14 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
                 return STOA_E_CORRUPT;
         }
         if (k->hdr->ghost_off != rc->off + HDR_BYTES || (k->hdr->ghost_n & (k->hdr->ghost_n - 1)) ||
-            HDR_BYTES + k->hdr->ghost_n * 8 > rc->size) {
+            k->hdr->small_off != k->hdr->ghost_off + k->hdr->ghost_n * 8 ||
+            !k->hdr->small_n || (k->hdr->small_n & (k->hdr->small_n - 1)) ||
+            HDR_BYTES + (k->hdr->ghost_n + k->hdr->small_n) * 8 > rc->size) {
                 seg_set_errdetail("the cache header fails its checks");
                 return STOA_E_CORRUPT;
         }
+        k->small = seg_ptr(s, k->hdr->small_off);
+        k->small_mask = k->hdr->small_n - 1;
         k->ghost = seg_ptr(s, k->hdr->ghost_off);
         k->ghost_mask = k->hdr->ghost_n - 1;
         k->index = seg_ptr(s, ri->off);
@@ -225,7 +234,7 @@ void cache_touch_freq(struct item *it)
 {
         uint8_t f = atomic_load_explicit(&it->freq, memory_order_relaxed);
 
-        if (f < 3)
+        if ((f & FREQ_HITS) < FREQ_HITS)
                 atomic_store_explicit(&it->freq, f + 1, memory_order_relaxed);
 }
 

@@ -81,9 +81,15 @@ _Static_assert(offsetof(struct bucket, lock) == 8 * CACHE_WAYS, "the bucket's lo
 
 /*
  * An item: one allocator block, immutable once published, except `owner`
- * (the claim, set once by the writer that unlinks it) and `freq` (readers
- * bump it while below 3; the eviction hand lowers it).
+ * (the claim, set once by the writer that unlinks it) and `freq`: its low two
+ * bits count hits (readers bump them while below 3; eviction lowers them),
+ * and FREQ_SMALL says the item entered as a new key and has not yet been
+ * judged by the small queue (evict.c). Stores to it are plain, so a reader's
+ * bump may bring back a bit that eviction cleared: that costs the item one
+ * more pass of the hand, never more.
  */
+#define FREQ_HITS        3u
+#define FREQ_SMALL       4u
 struct item {
         _Atomic uint64_t owner;         /* olock_tag() of the claimer; 0 = none */
         uint64_t version;
@@ -119,18 +125,22 @@ struct cache_hdr {
         uint64_t ghost_n;               /* power of two */
 
         uint64_t seed;                  /* key hash seed, from getrandom() at creation */
+        uint64_t small_off;             /* the small queue's ring: small_n words, after the ghost */
+        uint64_t small_n;               /* power of two */
         /*
          * Entries moved to their other bucket (displace.c): a lookup that finds
          * nothing looks again if this changed during its scan. Written only by
          * moves, which happen only when a new key's two buckets are full.
          */
         _Atomic uint64_t moves;
-        uint8_t pad2[48];
+        uint8_t pad2[32];
         _Atomic uint64_t version;       /* next version range */
         _Atomic uint64_t evictions;     /* evictions so far: the ghost's clock */
         _Atomic uint64_t live_est;      /* linked items, counted every so often */
         _Atomic uint64_t counted_at;    /* `evictions` when live_est was counted */
-        uint8_t pad3[32];
+        _Atomic uint64_t small_tail;    /* next position of the small queue's ring to fill */
+        _Atomic uint64_t small_head;    /* next position to judge; tail - head = queued */
+        uint8_t pad3[16];
         _Atomic uint32_t slots_hw;      /* slots ever used (readers are below) */
         uint32_t pad4;
         /*
@@ -240,6 +250,8 @@ struct cache {
         uint64_t nbuckets;
         _Atomic uint64_t *ghost;
         uint64_t ghost_mask;
+        _Atomic uint64_t *small;        /* the small queue's ring */
+        uint64_t small_mask;
         uint64_t index_off, intern_off;
         uint64_t seed;                  /* copy of the header's */
 };
@@ -489,9 +501,11 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off);
 /* Unlink expired items among the next `budget` entries of the index. */
 uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget);
 
-/* ---- the ghost of evicted keys (evict.c) ---- */
+/* ---- the ghost of evicted keys, and the small queue (evict.c) ---- */
 void cache_ghost_put(struct cache *k, uint64_t hash);
 bool cache_ghost_hit(struct cache *k, uint64_t hash);
+void cache_small_push(struct cache *k, uint64_t off, uint64_t stamp);
+uint64_t cache_small_queued(const struct cache *k);
 
 /* ---- interner (intern.c) ---- */
 int cache_intern(struct cache_thr *t, const void *s, size_t len, uint32_t *ret_id);

@@ -10,6 +10,19 @@
  * A block is an item only if the index points at it, so the hand checks
  * that inside a read section before it claims anything.
  *
+ * New keys first pass through a small queue, as in S3-FIFO (Yang et al.,
+ * SOSP'23): a ring of their offsets in insertion order. While it holds more
+ * than a tenth of the items, eviction takes from its head: an item hit at
+ * least twice since it entered is promoted (its count cleared; from then on
+ * only the hand judges it), any other is evicted and its key goes to the
+ * ghost. The hand passes over items still marked FREQ_SMALL (clearing the
+ * mark), so a one-hit wonder is gone after a tenth of the cache's turnover
+ * and does not push hot items out. The ring holds hints: each position is an
+ * offset and the low bits of the block's allocator stamp, checked and then
+ * judged as the hand judges any block, so a stale, lost or doubled position
+ * (a writer that died between its insert and its push, a ring that wrapped)
+ * costs some precision and nothing else.
+ *
  * When a class has nothing to give (a workload moved to other sizes), the
  * "any" hand walks every page and empties spans of any class; emptied spans
  * go back to the arena (al_trim) for the class that needs them.
@@ -21,13 +34,14 @@
 /*
  * The ghost: keys evicted lately, as 32-bit fingerprints stamped with the
  * eviction count (a lossy direct-mapped table, two entries a bucket). A key
- * set again while its ghost is younger than about the number of linked items
- * (one revolution of the hands) was evicted too early: it enters with its
- * frequency at the top, as S3-FIFO's ghost sends such keys to its main
- * queue. The item count is re-estimated (entries in the index) once per
- * that many evictions.
+ * set again while its ghost is younger than GHOST_AGE times the number of
+ * linked items was evicted too early: it skips the small queue and goes
+ * straight to the hand, as S3-FIFO's ghost sends such keys to its main queue.
+ * The item count is re-estimated (entries in the index) once per that many
+ * evictions.
  */
 #define RECOUNT_MIN     4096u   /* evictions between recounts of the items, at least */
+#define GHOST_AGE       2u      /* measured on ../shared/traces: 1x lost 0.0003-0.002 */
 
 void cache_ghost_put(struct cache *k, uint64_t hash)
 {
@@ -37,8 +51,9 @@ void cache_ghost_put(struct cache *k, uint64_t hash)
 
         atomic_store_explicit(&k->ghost[hash & k->ghost_mask], (hash >> 32) << 32 | (uint32_t)n,
                               memory_order_relaxed);
-        if (n - at >= (live > RECOUNT_MIN ? live : RECOUNT_MIN) &&
-            atomic_compare_exchange_strong(&k->hdr->counted_at, &at, n)) {
+        /* Counted at the second eviction too: the small queue's share needs a count. */
+        bool due = n - at >= (live > RECOUNT_MIN ? live : RECOUNT_MIN) || (!live && n > at);
+        if (due && atomic_compare_exchange_strong(&k->hdr->counted_at, &at, n)) {
                 uint64_t cnt = 0;
                 for (uint64_t b = 0; b < k->nbuckets; b++)
                         for (unsigned w = 0; w < CACHE_WAYS; w++)
@@ -59,7 +74,36 @@ bool cache_ghost_hit(struct cache *k, uint64_t hash)
         uint32_t age = (uint32_t)atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed) -
                        (uint32_t)g;
         uint64_t live = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed);
-        return age <= (live ? live : k->nbuckets);
+        return age <= GHOST_AGE * (live ? live : k->nbuckets);
+}
+
+/*
+ * The small queue. A position is off/8 : 44 | the block's stamp, low 20 bits,
+ * : 20; 0 is empty. Writers of new keys push (one fetch-and-add on the tail);
+ * evictors take positions from the head by CAS and exchange them with 0, so
+ * each is judged once. A push that finds the ring full overwrites the oldest
+ * position: that item leaves the queue unjudged, as main's.
+ */
+#define SMALL_SHARE      10u                    /* the queue's share of the items: 1/10 */
+#define SMALL_PROMOTE    2u                     /* hits in the queue that promote an item */
+#define SMALL_OFF_BITS   44u
+#define SMALL_STAMP_MASK ((1ull << (64 - SMALL_OFF_BITS)) - 1)
+
+void cache_small_push(struct cache *k, uint64_t off, uint64_t stamp)
+{
+        uint64_t pos = atomic_fetch_add_explicit(&k->hdr->small_tail, 1, memory_order_relaxed);
+
+        atomic_store_explicit(&k->small[pos & k->small_mask],
+                              off >> 3 | (stamp & SMALL_STAMP_MASK) << SMALL_OFF_BITS,
+                              memory_order_release);
+}
+
+uint64_t cache_small_queued(const struct cache *k)
+{
+        uint64_t h = atomic_load_explicit(&k->hdr->small_head, memory_order_relaxed);
+        uint64_t t = atomic_load_explicit(&k->hdr->small_tail, memory_order_relaxed);
+
+        return t <= h ? 0 : t - h > k->small_mask ? k->small_mask + 1 : t - h;
 }
 
 /* Is `it` (at off) the item an index entry points at? Returns the entry. */
@@ -94,17 +138,45 @@ static _Atomic uint64_t *linked_entry(struct cache *k, struct item *it, uint64_t
 #define CLASS_ROUNDS            4u      /* rounds that try the class's own hand first */
 #define CLASS_WANT              8u      /* items it unlinks a round */
 #define CLASS_BUDGET            4096u   /* blocks it looks at a round */
+#define SMALL_BUDGET            64u     /* small queue positions judged a round, at most */
 #define ADOPT_EVERY             16u     /* rounds between passes over orphaned rings */
 #define MAX_ROUNDS              4096u   /* an allocation gives up after this many */
 
 enum { V_SKIP, V_SPARED, V_EVICTED, V_EXPIRED };
+
+/* Who judges a block: the hand (CLOCK), the small queue's head, or a forced emptying. */
+enum judge { BY_HAND, BY_SMALL, BY_FORCE };
+
+/*
+ * The item's fate at frequency `f`; returns the frequency to store, or -1 to
+ * evict. The hand passes over an item the small queue has not judged yet
+ * (clearing its mark, so that one whose position was lost is judged by the
+ * hand next time) and otherwise runs CLOCK; the queue promotes an item hit
+ * SMALL_PROMOTE times, with its count cleared, as S3-FIFO does.
+ */
+static int judge(enum judge by, uint8_t f)
+{
+        unsigned hits = f & FREQ_HITS;
+
+        switch (by) {
+        case BY_HAND:
+                if (f & FREQ_SMALL)
+                        return (int)hits;
+                return hits ? (int)hits - 1 : -1;
+        case BY_SMALL:
+                return hits >= SMALL_PROMOTE ? 0 : -1;
+        case BY_FORCE:
+                break;
+        }
+        return -1;
+}
 
 /*
  * Look at one block. What it holds is read unprotected to find whether it is
  * a linked item (a block freed meanwhile reads as garbage, bounds-checked);
  * it is protected before anything is done to it.
  */
-static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
+static int visit(struct cache_thr *t, uint64_t off, uint32_t now, enum judge by)
 {
         struct cache *k = t->k;
 
@@ -121,11 +193,11 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
         }
         /* An item of a dropped namespace goes first, as an expired one (uncounted). */
         bool stale = cache_ns_stale(k, it), expired = stale || cache_expired(it, now);
-        uint8_t f = atomic_load_explicit(&it->freq, memory_order_relaxed);
+        int fate = expired ? -1 : judge(by, atomic_load_explicit(&it->freq, memory_order_relaxed));
         int v = V_SKIP;
         unsigned ns = it->ns < CACHE_NS_MAX ? it->ns : 0;      /* counters' index */
-        if (!expired && f > 0 && !force) {
-                atomic_store_explicit(&it->freq, f - 1, memory_order_relaxed);
+        if (fate >= 0) {
+                atomic_store_explicit(&it->freq, (uint8_t)fate, memory_order_relaxed);
                 v = V_SPARED;
         } else if (cache_unlink(t, e, it) == 0) {
                 if (!stale)
@@ -140,12 +212,12 @@ static int visit(struct cache_thr *t, uint64_t off, uint32_t now, bool force)
 
 /*
  * Advance hand `which` until `want` items are unlinked, `budget` blocks are
- * seen, or `pages` pages are passed. `force` evicts whatever is linked: that
+ * seen, or `pages` pages are passed. BY_FORCE evicts whatever is linked: that
  * empties whole spans, whose pages then go back to the arena for another
  * class or a run.
  */
 static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, uint32_t budget,
-                           uint32_t pages, bool force)
+                           uint32_t pages, enum judge by)
 {
         struct cache *k = t->k;
         struct al_ctx *al = k->al;
@@ -173,10 +245,10 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
                                 continue;
                         }
                         blk++;
-                        int v = visit(t, off, now, force);
+                        int v = visit(t, off, now, by);
                         got += v == V_EVICTED || v == V_EXPIRED;
                 } else if (st == PAGE_RUN && (which == HAND_ANY || which == HAND_RUN)) {
-                        int v = visit(t, al_run_block(al, page), now, force);
+                        int v = visit(t, al_run_block(al, page), now, by);
                         got += v == V_EVICTED || v == V_EXPIRED;
                         page += span;
                         passed += span;
@@ -190,6 +262,53 @@ static unsigned evict_hand(struct cache_thr *t, unsigned which, unsigned want, u
         }
         atomic_store_explicit(&k->hdr->hand[which], (uint64_t)page << 16 | blk,
                               memory_order_relaxed);
+        return got;
+}
+
+/*
+ * Judge items from the small queue's head while it holds more than its share,
+ * until `want` items of class `cls` (AL_NCLASSES: a run) are evicted or
+ * `budget` positions taken. Items of other classes it evicts are counted in
+ * *ret_other: their memory is free for their class's next writes.
+ */
+static unsigned evict_small(struct cache_thr *t, int cls, unsigned want, unsigned budget,
+                            unsigned *ret_other)
+{
+        struct cache *k = t->k;
+        uint64_t n = k->small_mask + 1;
+        uint64_t share = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed) / SMALL_SHARE;
+        uint32_t now = cache_now(k);
+        unsigned got = 0;
+
+        *ret_other = 0;
+        for (unsigned steps = 0; got < want && steps < budget && !cache_ring_short(t->cs); steps++) {
+                uint64_t h = atomic_load_explicit(&k->hdr->small_head, memory_order_relaxed);
+                uint64_t tl = atomic_load_explicit(&k->hdr->small_tail, memory_order_acquire);
+                if (tl - h > n && tl > h) {     /* overwritten: they left as main's */
+                        atomic_compare_exchange_strong(&k->hdr->small_head, &h, tl - n);
+                        continue;
+                }
+                if (tl <= h || tl - h <= share)
+                        break;                  /* within its share: main's turn */
+                if (!atomic_compare_exchange_strong(&k->hdr->small_head, &h, h + 1))
+                        continue;
+                uint64_t pos = atomic_exchange_explicit(&k->small[h & k->small_mask], 0,
+                                                        memory_order_acquire);
+                uint64_t off = (pos & ((1ull << SMALL_OFF_BITS) - 1)) << 3;
+                if (!pos || ((al_stamp(k->al, off) ^ pos >> SMALL_OFF_BITS) & SMALL_STAMP_MASK))
+                        continue;               /* freed meanwhile (or reused) */
+                struct item *it = cache_item(k, off);
+                if (!it)
+                        continue;
+                int c = al_size_class(sizeof(*it) + it->klen + it->vlen);
+                int v = visit(t, off, now, BY_SMALL);
+                if (v != V_EVICTED && v != V_EXPIRED)
+                        continue;
+                if ((c < 0 ? AL_NCLASSES : (unsigned)c) == (unsigned)cls)
+                        got++;
+                else
+                        (*ret_other)++;
+        }
         return got;
 }
 
@@ -219,7 +338,7 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
                         if (nfree < cap && (cap - nfree) * SPARSE_DIVISOR <= cap) {
                                 uint64_t off;
                                 for (uint32_t b = 0; (off = al_span_block(al, page, b)) != 0; b++) {
-                                        int v = visit(t, off, now, true);
+                                        int v = visit(t, off, now, BY_FORCE);
                                         got += v == V_EVICTED || v == V_EXPIRED;
                                 }
                         }
@@ -292,11 +411,17 @@ int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
                                 return r;
                 }
                 got = 0;
-                if (round < CLASS_ROUNDS)
-                        got = evict_hand(t, hand, CLASS_WANT, CLASS_BUDGET, UINT32_MAX, false);
+                if (round < CLASS_ROUNDS) {
+                        unsigned other;
+                        got = evict_small(t, (int)hand, CLASS_WANT, SMALL_BUDGET, &other);
+                        if (!got)
+                                got = evict_hand(t, hand, CLASS_WANT, CLASS_BUDGET, UINT32_MAX,
+                                                 BY_HAND);
+                        got += other;
+                }
                 got += evict_sparse(t, 2 * need + 2);
                 if (got == 0)   /* whole spans, any class, in address order */
-                        got = evict_hand(t, HAND_ANY, UINT32_MAX, UINT32_MAX, need + 1, true);
+                        got = evict_hand(t, HAND_ANY, UINT32_MAX, UINT32_MAX, need + 1, BY_FORCE);
                 if (!got && round % ADOPT_EVERY == ADOPT_EVERY - 1)
                         got = (unsigned)cache_adopt_orphans(t->k);
 

@@ -224,13 +224,15 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
         if (cache_lookup(t, w->ns, w->key, w->klen, hash, &old))
                 goto out;
         /*
-         * A new key evicted lately and wanted again: keep it longer. Only here,
-         * where the key is known to be new: the ghost table is one more cache
-         * miss, which updates of present keys need not pay.
+         * A new key enters the small queue (evict.c), unless it was evicted
+         * lately and is wanted again: then it goes straight to the hand's care,
+         * as S3-FIFO sends a ghost's key to its main queue. Only here, where
+         * the key is known to be new: the ghost table is one more cache miss,
+         * which updates of present keys need not pay.
          */
         struct item *n = (struct item *)(k->s->base + noff);
-        if (cache_ghost_hit(k, hash))
-                atomic_store_explicit(&n->freq, 3, memory_order_relaxed);
+        bool small = !cache_ghost_hit(k, hash);
+        atomic_store_explicit(&n->freq, small ? FREQ_SMALL : 0, memory_order_relaxed);
         /* A free way of the two buckets; when both are full, entries moved on make one. */
         for (unsigned tries = 0; !done && tries < ROOM_TRIES; tries++) {
                 for (int i = 0; i < 2 && !done; i++) {
@@ -247,6 +249,8 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 if (!done && !cache_make_room(t, b0, b1))
                         break;
         }
+        if (done && small)
+                cache_small_push(k, noff, cs->jstamp);
         /* No path either: the coldest entry makes room (MICA's lossy index), a conflict. */
         for (unsigned tries = 0; !done && tries < 16; tries++) {
                 uint64_t ve = 0;
@@ -263,6 +267,8 @@ static int insert_new(struct cache_thr *t, struct cache_wr *w, uint64_t hash, ui
                 unsigned vns = v->ns < CACHE_NS_MAX ? v->ns : 0;
                 if (!expired)
                         cache_ghost_put(k, cache_hash(k, item_nskey(v), v->data, v->klen));
+                if (small)
+                        cache_small_push(k, noff, cs->jstamp);
                 replace_claimed(e, word);
                 cache_unprotect(t);
                 cache_retire(t, voff);
@@ -365,6 +371,10 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                                         break;
                                 continue;
                         }
+                        /* An update is a hit of the key: the new item inherits its count, plus one. */
+                        unsigned hits = atomic_load_explicit(&old->freq, memory_order_relaxed) & FREQ_HITS;
+                        atomic_store_explicit(&n->freq, (uint8_t)(hits < FREQ_HITS ? hits + 1 : hits),
+                                              memory_order_relaxed);
                         replace_claimed(e, ent_make(hash, noff));
                         cache_unprotect(t);
                         cache_retire(t, ooff);

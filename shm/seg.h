@@ -24,8 +24,10 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      6u      /* 6: index entries move to their other bucket (a lookup
-                                   that misses looks again if moves ran); 5: namespace
+#define SEG_VERSION      7u      /* 7: the small queue (a ring after the ghost table,
+                                   FREQ_SMALL in items); 6: index entries move to their
+                                   other bucket (a lookup that misses looks again if
+                                   moves ran); 5: namespace
                                    generations (items, hash, table), ns lock
                                    and epoch; 4: supervisor record; 3: hazard pointers, hash
                                    seed, relist bitmaps, recoverer line */

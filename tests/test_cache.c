@@ -17,6 +17,8 @@
  *   memory_full       fill far beyond capacity: SETs succeed by evicting, no wrong data
  *   index_conflicts   small items to 90% of the heap: none lost to the index (entries
  *                     move to their other bucket), none counted as evicted
+ *   scan_resistant    a hot set read three times survives a one-time scan of eight times
+ *                     the cache's worth of new keys (the small queue takes the scan)
  *   big_after_small   runs of pages once small values fill every page
  *   mixed_full        runs and small values interleaved far beyond capacity
  *   enomem_views      every value pinned by a view: -ENOMEM; released: SET works again
@@ -1262,14 +1264,38 @@ static void case_memory_full(void)
  * to 49 of 59,392 keys were already lost at 60% of the heap.
  */
 #define FILL_PCT 90
+/*
+ * How many of the keys PREFIX + i in `digits` decimal digits, i < n, are
+ * present; each must hold vlen bytes of (i & 0xff), as the cases below write them.
+ */
+static unsigned count_present(struct stoa *c, const char *prefix, int digits, unsigned n,
+                              size_t vlen)
+{
+        uint8_t buf[256];
+        char k[64];
+        unsigned present = 0;
+
+        for (unsigned i = 0; i < n; i++) {
+                size_t vl = 0;
+                snprintf(k, sizeof(k), "%s%0*u", prefix, digits, i);
+                int r = stoa_get(c, k, strlen(k), buf, sizeof(buf), &vl);
+                CHECKF(r == 0 || r == -ENOENT, "GET %s: %d (%s)", k, r, stoa_strerror(r));
+                if (r == 0) {
+                        CHECKF(vl == vlen && buf[0] == (uint8_t)(i & 0xff), "GET %s: not its value", k);
+                        present++;
+                }
+        }
+        return present;
+}
+
 static void case_index_conflicts(void)
 {
         struct stoa *c = OPEN("conflicts", SEG_SMALL);
         struct stoa_info *in = info_of(c);
         const uint64_t heap = in->heap_bytes;
-        uint8_t val[64], buf[64];
+        uint8_t val[64];
         char k[17];
-        unsigned n = 0, present = 0;
+        unsigned n = 0, present;
         struct stoa_stats st;
 
         for (;; n++) {
@@ -1283,16 +1309,7 @@ static void case_index_conflicts(void)
                 memset(val, (int)(n & 0xff), sizeof(val));
                 CHECK_ERR(stoa_set(c, k, 16, val, sizeof(val), 0), 0);
         }
-        for (unsigned i = 0; i < n; i++) {
-                size_t vl = 0;
-                snprintf(k, sizeof(k), "ic:%013u", i);
-                int r = stoa_get(c, k, 16, buf, sizeof(buf), &vl);
-                CHECKF(r == 0 || r == -ENOENT, "GET %s: %d (%s)", k, r, stoa_strerror(r));
-                if (r == 0) {
-                        CHECKF(vl == sizeof(val) && buf[0] == (uint8_t)(i & 0xff), "GET %s: not its value", k);
-                        present++;
-                }
-        }
+        present = count_present(c, "ic:", 13, n, sizeof(val));
         free(in);
         in = info_of(c);
         stoa_stats_get(c, &st);
@@ -1310,6 +1327,53 @@ static void case_index_conflicts(void)
         CHECK_U64(st.conflicts, ==, in->conflicts);
         CHECK(in->nns >= 1);           /* the default namespace comes first */
         CHECK_U64(in->ns[0].conflicts, ==, in->conflicts);
+        CHECK_CLEAN(c);
+        free(in);
+        stoa_close(c);
+}
+
+/*
+ * A hot set, read a few times, then a scan: many keys written once and never
+ * read again, far more than the cache holds. The scan must pass through the
+ * small queue without pushing the hot keys out (under plain CLOCK, every
+ * revolution of the hand lowers their counts, and eight revolutions flush
+ * them all).
+ */
+#define HOT_KEYS        8000u
+#define HOT_READS       3u
+#define SCAN_FACTOR     8u      /* the scan writes this many times what the heap holds */
+
+static void case_scan_resistant(void)
+{
+        struct stoa *c = OPEN("scanres", SEG_SMALL);
+        struct stoa_info *in = info_of(c);
+        uint8_t val[200], buf[200];
+        char k[24];
+        size_t vl;
+        unsigned present;
+        const uint64_t scan = SCAN_FACTOR * in->heap_bytes / sizeof(val);
+
+        for (unsigned i = 0; i < HOT_KEYS; i++) {
+                snprintf(k, sizeof(k), "hot:%08u", i);
+                memset(val, (int)(i & 0xff), sizeof(val));
+                CHECK_ERR(stoa_set(c, k, strlen(k), val, sizeof(val), 0), 0);
+        }
+        for (unsigned r = 0; r < HOT_READS; r++)
+                for (unsigned i = 0; i < HOT_KEYS; i++) {
+                        snprintf(k, sizeof(k), "hot:%08u", i);
+                        CHECK_ERR(stoa_get(c, k, strlen(k), buf, sizeof(buf), &vl), 0);
+                }
+        for (uint64_t i = 0; i < scan; i++) {
+                snprintf(k, sizeof(k), "scan:%010llu", (unsigned long long)i);
+                CHECK_ERR(stoa_set(c, k, strlen(k), val, sizeof(val), 0), 0);
+        }
+        present = count_present(c, "hot:", 8, HOT_KEYS, sizeof(val));
+        free(in);
+        in = info_of(c);
+        fprintf(stderr, "    %u hot keys, then %llu scanned (%llu evictions): %u hot keys present\n",
+                HOT_KEYS, (unsigned long long)scan, (unsigned long long)in->evictions, present);
+        CHECK_U64(in->evictions, >=, scan - in->items);        /* the scan did fill it over */
+        CHECK_U64(present * 100, >=, HOT_KEYS * 95ull);
         CHECK_CLEAN(c);
         free(in);
         stoa_close(c);
@@ -3827,6 +3891,7 @@ CASE(set_get_del)
 CASE(sizes)
 CASE(memory_full)
 CASE(index_conflicts)
+CASE(scan_resistant)
 CASE(big_after_small)
 CASE(mixed_full)
 CASE(enomem_views)
@@ -3873,6 +3938,7 @@ int main(int argc, char **argv)
                 cmocka_unit_test(test_sizes),
                 cmocka_unit_test(test_memory_full),
                 cmocka_unit_test(test_index_conflicts),
+                cmocka_unit_test(test_scan_resistant),
                 cmocka_unit_test(test_big_after_small),
                 cmocka_unit_test(test_mixed_full),
                 cmocka_unit_test(test_enomem_views),
