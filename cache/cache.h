@@ -88,19 +88,25 @@ _Static_assert(offsetof(struct bucket, lock) == 8 * CACHE_WAYS, "the bucket's lo
  * bump may bring back a bit that eviction cleared: that costs the item one
  * more pass of the hand, never more.
  */
+#define NSGEN_BITS       24u            /* namespace generations wrap at 2^24 drops */
+#define NSGEN_MASK       ((1u << NSGEN_BITS) - 1)
+_Static_assert(CACHE_KEY_MAX < (1u << 13), "klen fits its bits");
 #define FREQ_HITS        3u
 #define FREQ_SMALL       4u
 struct item {
         _Atomic uint64_t owner;         /* olock_tag() of the claimer; 0 = none */
         uint64_t version;
         uint32_t expire;                /* seconds since cache_hdr.time0; 0 = never */
-        uint32_t vlen;
-        uint16_t klen;
+        uint32_t vlen;                  /* bytes of value stored (compressed ones, if codec) */
+        uint16_t klen : 13;             /* 1..CACHE_KEY_MAX */
+        uint16_t codec : 3;             /* ITEM_PLAIN; the compressed forms are issue 9's */
         uint8_t ns;                     /* namespace index (cache_hdr.ns[]) */
         _Atomic uint8_t freq;
-        uint32_t nsgen;                 /* that index's generation when it was written */
+        uint32_t nsgen : NSGEN_BITS;    /* that index's generation when it was written */
+        uint32_t dict : 8;              /* the dictionary a compressed value needs; 0 none */
         unsigned char data[];           /* key, then value */
 };
+enum { ITEM_PLAIN = 0 };                /* item.codec: the value is stored as given */
 _Static_assert(sizeof(struct item) == 32, "item header");
 _Static_assert(offsetof(struct item, data) == 32 && offsetof(struct item, freq) == 27,
                "item header layout");
@@ -187,7 +193,12 @@ static inline uint32_t nskey_gen(uint64_t nk)
         return (uint32_t)(nk >> 32);
 }
 #define NSW_ID(w)       ((uint32_t)(w))
-#define NSW_GEN(w)      ((uint32_t)((w) >> 32))
+#define NSW_GEN(w)      ((uint32_t)((w) >> 32) & NSGEN_MASK)
+/* The generation after `gen`, as the table and items keep it. */
+static inline uint32_t nsgen_next(uint32_t gen)
+{
+        return (gen + 1) & NSGEN_MASK;
+}
 
 /* A retired block: freed once no hazard pointer or view names it. */
 struct retired {

@@ -144,7 +144,7 @@ int cache_ns_drop(struct cache_thr *t, const char *name, size_t len)
                         /* Owed before the word moves: a crash in between owes one too many. */
                         atomic_fetch_add_explicit(&k->hdr->ns_dropped, 1, memory_order_seq_cst);
                         atomic_store_explicit(&k->hdr->ns[nskey_idx(nk)],
-                                              (uint64_t)(nskey_gen(nk) + 1) << 32,
+                                              (uint64_t)nsgen_next(nskey_gen(nk)) << 32,
                                               memory_order_seq_cst);
                 }
                 ns_unlock(t, r == 0);
@@ -166,7 +166,7 @@ int cache_flush(struct cache_thr *t)
         for (uint32_t i = 1; i < CACHE_NS_MAX; i++) {
                 uint64_t w = atomic_load_explicit(&h->ns[i], memory_order_acquire);
                 if (NSW_ID(w))
-                        atomic_store_explicit(&h->ns[i], (uint64_t)(NSW_GEN(w) + 1) << 32 | NSW_ID(w),
+                        atomic_store_explicit(&h->ns[i], (uint64_t)nsgen_next(NSW_GEN(w)) << 32 | NSW_ID(w),
                                               memory_order_seq_cst);
         }
         ns_unlock(t, true);

@@ -161,10 +161,12 @@ static void item_fill(struct cache_thr *t, struct item *it, const struct cache_w
         it->version = next_version(t);
         it->expire = w->expire;
         it->vlen = (uint32_t)w->vlen;
-        it->klen = (uint16_t)w->klen;
+        it->klen = (uint16_t)w->klen & 0x1fffu;
+        it->codec = ITEM_PLAIN;
+        it->dict = 0;
         it->ns = (uint8_t)nskey_idx(w->ns);
         atomic_store_explicit(&it->freq, 0, memory_order_relaxed);
-        it->nsgen = nskey_gen(w->ns);
+        it->nsgen = nskey_gen(w->ns) & NSGEN_MASK;
         memcpy(it->data, w->key, w->klen);
         if (w->vlen)
                 memcpy(it->data + w->klen, w->val, w->vlen);

@@ -298,6 +298,10 @@ static void check_index(struct checker *ck)
                                         (unsigned long long)off, it->klen, it->vlen);
                                 continue;
                         }
+                        if (it->codec != ITEM_PLAIN || it->dict != 0)
+                                problem(ck, "item %#llx: value form %u, dictionary %u: this version "
+                                        "stores values only as given", (unsigned long long)off,
+                                        (unsigned)it->codec, (unsigned)it->dict);
                         uint64_t h = cache_hash(k, item_nskey(it), it->data, it->klen);
                         cache_buckets(k, h, &b0, &b1);
                         if ((b != b0 && b != b1) || ent_make(h, off) != e)

@@ -24,8 +24,9 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      7u      /* 7: the small queue (a ring after the ghost table,
-                                   FREQ_SMALL in items); 6: index entries move to their
+#define SEG_VERSION      8u      /* 8: item codec and dictionary id, namespace
+                                   generations of 24 bits; 7: the small queue (a ring
+                                   after the ghost table, FREQ_SMALL in items); 6: index entries move to their
                                    other bucket (a lookup that misses looks again if
                                    moves ran); 5: namespace
                                    generations (items, hash, table), ns lock
