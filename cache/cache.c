@@ -28,27 +28,40 @@ uint32_t cache_slot_size(void)
 }
 
 /*
- * One bucket (seven entries) for every 1 KiB of segment: about one entry per
- * 146 bytes of heap, so items of 128 bytes and up fill memory before the
- * index, and smaller ones meet the lossy index first (a conflict evicts).
+ * One bucket (seven entries) for every 832 bytes of segment: sized for the
+ * small items a cache holds most of. A 16-byte key with a 64-byte value is a
+ * 112-byte block; at that size the heap and the index fill together (the
+ * index about 95% full when the heap is), and larger items leave the index
+ * emptier (at 4 KiB items it costs 7.7% of the segment). Any number of
+ * buckets: lookups scale the hash (cache_scale), they do not mask it.
  */
-#define BYTES_PER_BUCKET   1024u  /* segment bytes per index bucket (above) */
+#define BYTES_PER_BUCKET   832u   /* segment bytes per index bucket (above) */
 #define HDR_BYTES          4096u  /* the cache header's page; the ghost table follows it */
 #define REGION_ALIGN       4096u  /* alignment of each of the cache's regions */
 #define GHOST_PER_BUCKET   2u     /* ghost table words per index bucket */
 #define SMALL_PER_BUCKET   1u     /* small queue positions per bucket: 1/7 of the entries */
 _Static_assert(sizeof(struct cache_hdr) <= HDR_BYTES, "the cache header fits its page");
 
+/* The ghost table's and the small queue's words: powers of two (they are masked). */
+static uint64_t ghost_words(uint64_t nb)
+{
+        return pow2_floor(GHOST_PER_BUCKET * nb);
+}
+static uint64_t small_words(uint64_t nb)
+{
+        return pow2_floor(SMALL_PER_BUCKET * nb);
+}
+
 uint64_t cache_layout(uint64_t total, struct seg_layout *lo)
 {
-        uint64_t nb = pow2_floor(total / BYTES_PER_BUCKET);
+        uint64_t nb = total / BYTES_PER_BUCKET;
         uint64_t hdr, idx, in = (uint64_t)CACHE_INTERN_CAP * 8;
 
         if (nb < 64)
                 nb = 64;
         idx = nb * sizeof(struct bucket);
-        /* The header, then the ghost table (2 words a bucket) and the small queue (1). */
-        hdr = HDR_BYTES + (GHOST_PER_BUCKET + SMALL_PER_BUCKET) * nb * sizeof(uint64_t);
+        /* The header, then the ghost table and the small queue. */
+        hdr = HDR_BYTES + (ghost_words(nb) + small_words(nb)) * sizeof(uint64_t);
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_CACHE, -1, hdr, REGION_ALIGN };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INDEX, -1, idx, REGION_ALIGN };
         lo->r[lo->n++] = (typeof(lo->r[0])){ SEG_REGION_INTERN, -1, in, REGION_ALIGN };
@@ -72,14 +85,13 @@ void cache_format(struct seg *s)
         h->intern_cap = (uint32_t)(rn->size / 8);
         h->time0 = ts.tv_sec - 1;       /* so that cache_now() is never 0 */
         h->ghost_off = rc->off + HDR_BYTES;
-        h->ghost_n = GHOST_PER_BUCKET * h->nbuckets;
+        h->ghost_n = ghost_words(h->nbuckets);
         h->small_off = h->ghost_off + h->ghost_n * sizeof(uint64_t);
-        h->small_n = SMALL_PER_BUCKET * h->nbuckets;
+        h->small_n = small_words(h->nbuckets);
         /* Random, so that no one can choose keys that collide in this segment. */
         if (getrandom(&h->seed, sizeof(h->seed), GRND_NONBLOCK) != sizeof(h->seed))
                 h->seed = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec ^
                           (uint64_t)getpid() << 32;
-        atomic_store(&h->version, 1);
         atomic_store(&h->ns_epoch, 1);
         h->magic = CACHE_MAGIC;
 }
@@ -98,8 +110,7 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
         k->s = s;
         k->al = al;
         k->hdr = seg_ptr(s, rc->off);
-        if (k->hdr->magic != CACHE_MAGIC || k->hdr->nbuckets == 0 ||
-            (k->hdr->nbuckets & (k->hdr->nbuckets - 1)) ||
+        if (k->hdr->magic != CACHE_MAGIC || k->hdr->nbuckets < 2 ||
             k->hdr->nbuckets * sizeof(struct bucket) != ri->size ||
             k->hdr->index_off != ri->off || k->hdr->intern_off != rn->off ||
             (uint64_t)k->hdr->intern_cap * 8 > rn->size) {
@@ -119,7 +130,6 @@ int cache_attach(struct cache *k, struct seg *s, struct al_ctx *al, uint32_t ext
         k->ghost_mask = k->hdr->ghost_n - 1;
         k->index = seg_ptr(s, ri->off);
         k->nbuckets = k->hdr->nbuckets;
-        k->mask = k->nbuckets - 1;
         k->intern_cap = k->hdr->intern_cap;
         k->index_off = ri->off;
         k->intern_off = rn->off;

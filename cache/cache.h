@@ -95,7 +95,6 @@ _Static_assert(CACHE_KEY_MAX < (1u << 13), "klen fits its bits");
 #define FREQ_SMALL       4u
 struct item {
         _Atomic uint64_t owner;         /* olock_tag() of the claimer; 0 = none */
-        uint64_t version;
         uint32_t expire;                /* seconds since cache_hdr.time0; 0 = never */
         uint32_t vlen;                  /* bytes of value stored (compressed ones, if codec) */
         uint16_t klen : 13;             /* 1..CACHE_KEY_MAX */
@@ -107,8 +106,8 @@ struct item {
         unsigned char data[];           /* key, then value */
 };
 enum { ITEM_PLAIN = 0 };                /* item.codec: the value is stored as given */
-_Static_assert(sizeof(struct item) == 32, "item header");
-_Static_assert(offsetof(struct item, data) == 32 && offsetof(struct item, freq) == 27,
+_Static_assert(sizeof(struct item) == 24, "item header");
+_Static_assert(offsetof(struct item, data) == 24 && offsetof(struct item, freq) == 19,
                "item header layout");
 
 /*
@@ -121,7 +120,7 @@ _Static_assert(offsetof(struct item, data) == 32 && offsetof(struct item, freq) 
 struct cache_hdr {
         uint32_t magic;
         uint32_t ns_max;
-        uint64_t nbuckets;              /* power of two */
+        uint64_t nbuckets;              /* any count (cache_scale) */
         uint64_t index_off;
         uint64_t intern_off;
         uint32_t intern_cap;
@@ -140,7 +139,7 @@ struct cache_hdr {
          */
         _Atomic uint64_t moves;
         uint8_t pad2[32];
-        _Atomic uint64_t version;       /* next version range */
+        uint64_t pad_v;                 /* (a version counter until SEG_VERSION 9) */
         _Atomic uint64_t evictions;     /* evictions so far: the ghost's clock */
         _Atomic uint64_t live_est;      /* linked items, counted every so often */
         _Atomic uint64_t counted_at;    /* `evictions` when live_est was counted */
@@ -172,7 +171,7 @@ struct cache_hdr {
         _Atomic uint64_t hand[HAND_N];  /* eviction hands: page << 16 | block */
         _Atomic uint64_t sweep;         /* next bucket the expiry sweep looks at */
 };
-_Static_assert(offsetof(struct cache_hdr, version) == 128, "shared counters on a line of their own");
+_Static_assert(offsetof(struct cache_hdr, evictions) == 136, "shared counters on a line of their own");
 _Static_assert(offsetof(struct cache_hdr, slots_hw) == 192, "slot high-water and ns epoch line");
 _Static_assert(offsetof(struct cache_hdr, ns) == 256, "namespace table on lines of its own");
 _Static_assert(offsetof(struct cache_hdr, seed) == 64 && offsetof(struct cache_hdr, hand) == 512 &&
@@ -229,7 +228,7 @@ struct cache_slot {
         uint64_t jfree_stamp;
         uint64_t pad1;
 
-        uint64_t ver_next, ver_end;     /* reserved version range */
+        uint64_t pad3[2];
         _Atomic uint32_t rhead, rtail;  /* ring[rtail..rhead) pending */
         _Atomic uint64_t jmove;         /* an item being moved to its other bucket (displace.c) */
         uint64_t jmove_src;             /* segment offset of the entry it moves from */
@@ -239,7 +238,7 @@ struct cache_slot {
         _Atomic uint64_t views[CACHE_VIEWS];    /* pinned item offsets; 0 = free */
         uint64_t cnt[CACHE_NS_MAX][CNT_N];
 };
-_Static_assert(offsetof(struct cache_slot, jop) == 64 && offsetof(struct cache_slot, ver_next) == 128 &&
+_Static_assert(offsetof(struct cache_slot, jop) == 64 && offsetof(struct cache_slot, pad3) == 128 &&
                offsetof(struct cache_slot, ring) == 192, "the reader line, the journal line, the ring line");
 _Static_assert(offsetof(struct cache_slot, views) == 192 + 16 * CACHE_RING &&
                offsetof(struct cache_slot, cnt) == offsetof(struct cache_slot, views) + 8 * CACHE_VIEWS &&
@@ -252,7 +251,6 @@ struct cache {
         struct al_ctx *al;
         struct cache_hdr *hdr;
         struct bucket *index;
-        uint64_t mask;                  /* nbuckets - 1 */
         _Atomic uint64_t *intern;       /* entries: hash:20 | off/8:44 */
         uint64_t heap_lo, heap_hi;      /* where items may be */
         uint32_t ext_off;               /* offset of cache_slot in a slot's ext */
@@ -315,16 +313,40 @@ static inline uint64_t cache_mum(uint64_t a, uint64_t b)
 }
 
 /* A key's two buckets (two-choice). */
+/*
+ * A 64-bit value scaled to a bucket number: multiply-shift (Lemire's
+ * fastrange), so the index may have any number of buckets, sized to the
+ * segment rather than to a power of two.
+ */
+static inline uint64_t cache_scale(const struct cache *k, uint64_t x)
+{
+        return (uint64_t)(((unsigned __int128)x * k->nbuckets) >> 64);
+}
+/* The first of a key's buckets: from the hash's low 48 bits (the tag is the top 16). */
+static inline uint64_t cache_bucket0(const struct cache *k, uint64_t h)
+{
+        return cache_scale(k, h << 16);
+}
 static inline void cache_buckets(const struct cache *k, uint64_t h, uint64_t *b0, uint64_t *b1)
 {
-        *b0 = h & k->mask;
-        *b1 = cache_mum(h, 0x8ebc6af09c88c6e3ull) & k->mask;
+        *b0 = cache_bucket0(k, h);
+        *b1 = cache_scale(k, cache_mum(h, 0x8ebc6af09c88c6e3ull));
         if (*b1 == *b0)
-                *b1 = *b0 ^ 1;
+                *b1 = *b0 + 1 < k->nbuckets ? *b0 + 1 : 0;
 }
 
 /* Bounds-checked item of an entry word or offset; NULL if it cannot be one. */
 struct item *cache_item(const struct cache *k, uint64_t off);
+
+/*
+ * An item's version: its block's allocator stamp (slot << 48 | that slot's
+ * allocation count), which names one allocation in the segment's whole life,
+ * and is never 0 for a live block. The item must be protected (or pinned).
+ */
+static inline uint64_t cache_item_version(const struct cache *k, const struct item *it)
+{
+        return al_stamp(k->al, (uint64_t)((const unsigned char *)it - k->s->base));
+}
 
 /*
  * Batched lookups (stoa_mget) overlap their cache misses in stages: first
@@ -335,11 +357,11 @@ struct item *cache_item(const struct cache *k, uint64_t off);
  */
 static inline void cache_prefetch_bucket(const struct cache *k, uint64_t hash)
 {
-        __builtin_prefetch(&k->index[hash & k->mask]);
+        __builtin_prefetch(&k->index[cache_bucket0(k, hash)]);
 }
 static inline void cache_prefetch_item(const struct cache *k, uint64_t hash)
 {
-        const struct bucket *bk = &k->index[hash & k->mask];
+        const struct bucket *bk = &k->index[cache_bucket0(k, hash)];
 
         for (unsigned w = 0; w < CACHE_WAYS; w++) {
                 uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_relaxed);

@@ -448,7 +448,7 @@ uint64_t cache_expire_sweep(struct cache_thr *t, uint64_t budget)
                 budget = k->nbuckets;
         uint64_t b = atomic_fetch_add(&k->hdr->sweep, budget);
         for (uint64_t i = 0; i < budget; i++) {
-                struct bucket *bk = &k->index[(b + i) & k->mask];
+                struct bucket *bk = &k->index[(b + i) % k->nbuckets];
                 for (unsigned w = 0; w < CACHE_WAYS; w++) {
                         uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_acquire);
                         struct item *it = e ? cache_item(k, ent_off(e)) : NULL;

@@ -25,18 +25,6 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t next_version(struct cache_thr *t)
-{
-        struct cache_slot *cs = t->cs;
-
-        if (cs->ver_next >= cs->ver_end) {
-                uint64_t v = atomic_fetch_add(&t->k->hdr->version, 1024);
-                cs->ver_end = v + 1024;
-                cs->ver_next = v;
-        }
-        return cs->ver_next++;
-}
-
 static void journal_set(struct cache_slot *cs, uint64_t entry, uint64_t old)
 {
         cs->jentry = entry;
@@ -158,7 +146,6 @@ int cache_unlink(struct cache_thr *t, _Atomic uint64_t *entry, struct item *it)
 static void item_fill(struct cache_thr *t, struct item *it, const struct cache_wr *w)
 {
         atomic_store_explicit(&it->owner, 0, memory_order_relaxed);
-        it->version = next_version(t);
         it->expire = w->expire;
         it->vlen = (uint32_t)w->vlen;
         it->klen = (uint16_t)w->klen & 0x1fffu;
@@ -336,7 +323,7 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
         if ((r = ring_room(t)) < 0)
                 return r;
         /* Start loading the key's bucket; the allocation and the copy overlap the miss. */
-        __builtin_prefetch(&k->index[hash & k->mask], 1);
+        __builtin_prefetch(&k->index[cache_bucket0(k, hash)], 1);
         r = cache_alloc(t, bytes, &noff);
         if (r < 0)
                 return r;
@@ -357,7 +344,7 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                                 r = -EEXIST;
                         else if ((w->mode == CM_REPLACE || w->mode == CM_CAS) && !live)
                                 r = -ENOENT;
-                        else if (w->mode == CM_CAS && old->version != w->expect)
+                        else if (w->mode == CM_CAS && cache_item_version(k, old) != w->expect)
                                 r = -ESTALE;
                         if (r < 0) {
                                 cache_unprotect(t);
@@ -407,7 +394,7 @@ int cache_store(struct cache_thr *t, struct cache_wr *w)
                 drop_unpublished(t, noff);
                 return r;
         }
-        w->ret_version = n->version;
+        w->ret_version = cs->jstamp;
         cache_count(t, nskey_idx(w->ns), CNT_SETS);
         journal_done(t);
         after_write(t);

@@ -372,6 +372,7 @@ struct rd {
         void *buf;
         size_t cap;
         size_t vlen;
+        bool want_version;              /* read the item's version (its stamp) too */
         uint64_t version;
         uint32_t expire;
 };
@@ -400,7 +401,7 @@ static int read_key(struct tstate *ts, const void *key, size_t klen, struct rd *
                 r = -EKEYEXPIRED;
         } else {
                 rd->vlen = it->vlen;
-                rd->version = it->version;
+                rd->version = rd->want_version ? cache_item_version(t->k, it) : 0;
                 rd->expire = it->expire;
                 if (it->vlen > rd->cap)
                         r = -ENOBUFS;
@@ -422,7 +423,7 @@ STOA_API int stoa_gets(struct stoa *c, const void *key, size_t klen, void *buf, 
                        size_t *ret_vlen, uint64_t *ret_version)
 {
         struct tstate *ts;
-        struct rd rd = { .buf = buf, .cap = buf ? cap : 0 };
+        struct rd rd = { .buf = buf, .cap = buf ? cap : 0, .want_version = ret_version != NULL };
         int r;
 
         if ((r = check_key(key, klen)) < 0 || (r = thr(c, &ts)) < 0)
@@ -566,7 +567,7 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
         if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
         for (unsigned tries = 0;; tries++) {
-                struct rd rd = { .buf = cur, .cap = sizeof(cur) };
+                struct rd rd = { .buf = cur, .cap = sizeof(cur), .want_version = true };
                 if (tries >= RMW_TRIES)
                         return -EAGAIN;
                 int64_t v = 0, nv;
@@ -606,7 +607,7 @@ STOA_API int stoa_incr(struct stoa *c, const void *key, size_t klen, int64_t del
 STOA_API int stoa_ttl(struct stoa *c, const void *key, size_t klen, uint32_t *ret_ttl_s)
 {
         struct tstate *ts;
-        struct rd rd = { 0 };
+        struct rd rd = { .want_version = true };
         int r;
 
         if (!ret_ttl_s)
@@ -633,7 +634,7 @@ STOA_API int stoa_touch(struct stoa *c, const void *key, size_t klen, uint32_t t
         if ((r = check_key(key, klen)) < 0 || (r = thr_w(c, &ts)) < 0)
                 return r;
         for (unsigned tries = 0;; tries++) {
-                struct rd rd = { 0 };
+                struct rd rd = { .want_version = true };
                 if (tries >= RMW_TRIES)
                         return -EAGAIN;
                 r = read_key(ts, key, klen, &rd, false);
@@ -760,7 +761,7 @@ STOA_API int stoa_view_get(struct stoa *c, const void *key, size_t klen, struct 
                 if (r >= 0) {
                         v->val = it->data + it->klen;
                         v->vlen = it->vlen;
-                        v->version = it->version;
+                        v->version = cache_item_version(ts->t.k, it);
                         v->priv[0] = off;
                         v->priv[1] = c->id;
                         cache_touch_freq(it);

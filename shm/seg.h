@@ -24,7 +24,8 @@
 #include <pthread.h>
 
 #define SEG_MAGIC        "STOASEG\1"
-#define SEG_VERSION      8u      /* 8: item codec and dictionary id, namespace
+#define SEG_VERSION      9u      /* 9: an item's version is its allocator stamp (a
+                                   24-byte item header); 8: item codec and dictionary id, namespace
                                    generations of 24 bits; 7: the small queue (a ring
                                    after the ghost table, FREQ_SMALL in items); 6: index entries move to their
                                    other bucket (a lookup that misses looks again if

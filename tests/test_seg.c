@@ -1484,7 +1484,7 @@ static void hash_seed(struct tctx *t)
                 size_t n = (size_t)snprintf(k, sizeof(k), "key:%u", i);
                 uint64_t ha = cache_hash(a->cache, 0, k, n), hb = cache_hash(b->cache, 0, k, n);
                 same += ha == hb;
-                same_bucket += (ha & a->cache->mask) == (hb & b->cache->mask);
+                same_bucket += cache_bucket0(a->cache, ha) == cache_bucket0(b->cache, hb);
                 CHECK(ha == cache_hash(a2->cache, 0, k, n));
         }
         CHECK_INT(same, ==, 0);
