@@ -361,18 +361,20 @@ static unsigned evict_sparse(struct cache_thr *t, uint32_t pages)
  */
 int cache_alloc(struct cache_thr *t, size_t bytes, uint64_t *ret_off)
 {
+        int r = al_alloc(t->heap, bytes, -1, ret_off);
+
+        if (r != -ENOMEM)
+                return r;               /* the common case: no room to make */
         int cls = al_size_class(bytes);
         unsigned hand = cls < 0 ? HAND_RUN : (unsigned)cls;
         uint32_t npages = t->k->al->npages, idle = 0;
         uint32_t need = cls < 0 ? (uint32_t)((bytes + AL_STAMP_SIZE + AL_PAGE_SIZE - 1) /
                                              AL_PAGE_SIZE) : al_class_span((unsigned)cls);
-        int r;
 
         unsigned got = 0;
 
         for (unsigned round = 0;; round++) {
-                r = al_alloc(t->heap, bytes, -1, ret_off);
-                if (r != -ENOMEM)
+                if (round > 0 && (r = al_alloc(t->heap, bytes, -1, ret_off)) != -ENOMEM)
                         return r;
                 /*
                  * Now and then (not on every miss: it looks at every slot),
