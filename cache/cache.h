@@ -259,6 +259,7 @@ struct cache {
         uint64_t nbuckets;
         _Atomic uint64_t *ghost;
         uint64_t ghost_mask;
+        unsigned ghost_shift;           /* the ghost clock's unit: 2^shift evictions */
         _Atomic uint64_t *small;        /* the small queue's ring */
         uint64_t small_mask;
         uint64_t index_off, intern_off;

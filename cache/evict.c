@@ -32,32 +32,66 @@
 #include <errno.h>
 
 /*
- * The ghost: keys evicted lately, as 32-bit fingerprints stamped with the
- * eviction count (a lossy direct-mapped table, two entries a bucket). A key
- * set again while its ghost is younger than GHOST_AGE times the number of
- * linked items was evicted too early: it skips the small queue and goes
- * straight to the hand, as S3-FIFO's ghost sends such keys to its main queue.
+ * The ghost: keys evicted lately. Each 64-bit word of the table holds two
+ * of them, as a 16-bit fingerprint and a 16-bit stamp of the eviction clock
+ * (in units of GHOST_UNITS of the table's capacity, so a stamp wraps only
+ * after 64 times that many evictions); a new one takes the older lane of
+ * its word. A key set again while its ghost is younger than GHOST_AGE times
+ * the number of linked items was evicted too early: it skips the small queue
+ * and goes straight to the hand, as S3-FIFO's ghost sends such keys to its
+ * main queue, and leaves the ghost. The table is lossy (lanes are stored,
+ * not CASed): a lost or stale ghost changes one key's queue, nothing else.
  * The item count is re-estimated (entries in the index) once per that many
  * evictions.
  */
 #define RECOUNT_MIN     4096u   /* evictions between recounts of the items, at least */
 #define GHOST_AGE       2u      /* measured on ../shared/traces: 1x lost 0.0003-0.002 */
+#define GHOST_UNITS     1024u   /* clock units a table's worth of evictions spans */
+#define LANE_BITS       32u
+#define LANE_MASK       0xffffffffull
+
+/* The ghost's word for a key's hash and its fingerprint (never 0, which is an empty lane). */
+static _Atomic uint64_t *ghost_word(struct cache *k, uint64_t hash, uint32_t *ret_fp)
+{
+        uint64_t g = cache_mum(hash, 0x9fb21c651e98df25ull);
+        uint32_t fp = (uint32_t)(g >> 48);
+
+        *ret_fp = fp ? fp : 1;
+        return &k->ghost[g & k->ghost_mask];
+}
+
+static uint32_t ghost_clock(const struct cache *k, uint64_t evictions)
+{
+        return (uint32_t)(evictions >> k->ghost_shift) & 0xffff;
+}
+
+static uint32_t lane_age(uint32_t lane, uint32_t clock)
+{
+        return (clock - lane) & 0xffff;
+}
 
 void cache_ghost_put(struct cache *k, uint64_t hash)
 {
         uint64_t n = atomic_fetch_add_explicit(&k->hdr->evictions, 1, memory_order_relaxed);
         uint64_t live = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed);
         uint64_t at = atomic_load_explicit(&k->hdr->counted_at, memory_order_relaxed);
+        uint32_t fp, clock = ghost_clock(k, n);
+        _Atomic uint64_t *gw = ghost_word(k, hash, &fp);
+        uint64_t w = atomic_load_explicit(gw, memory_order_relaxed);
+        uint32_t l0 = (uint32_t)w, l1 = (uint32_t)(w >> LANE_BITS);
 
-        atomic_store_explicit(&k->ghost[hash & k->ghost_mask], (hash >> 32) << 32 | (uint32_t)n,
-                              memory_order_relaxed);
+        /* The empty lane, else the older one. */
+        unsigned lane = !l0 ? 0 : !l1 ? 1 : lane_age(l0, clock) >= lane_age(l1, clock) ? 0 : 1;
+        uint64_t v = (uint64_t)(fp << 16 | clock);
+        w = lane ? (w & LANE_MASK) | v << LANE_BITS : (w & ~LANE_MASK) | v;
+        atomic_store_explicit(gw, w, memory_order_relaxed);
         /* Counted at the second eviction too: the small queue's share needs a count. */
         bool due = n - at >= (live > RECOUNT_MIN ? live : RECOUNT_MIN) || (!live && n > at);
         if (due && atomic_compare_exchange_strong(&k->hdr->counted_at, &at, n)) {
                 uint64_t cnt = 0;
                 for (uint64_t b = 0; b < k->nbuckets; b++)
-                        for (unsigned w = 0; w < CACHE_WAYS; w++)
-                                cnt += atomic_load_explicit(&k->index[b].e[w],
+                        for (unsigned x = 0; x < CACHE_WAYS; x++)
+                                cnt += atomic_load_explicit(&k->index[b].e[x],
                                                             memory_order_relaxed) != 0;
                 atomic_store_explicit(&k->hdr->live_est, cnt, memory_order_relaxed);
         }
@@ -65,16 +99,26 @@ void cache_ghost_put(struct cache *k, uint64_t hash)
 
 bool cache_ghost_hit(struct cache *k, uint64_t hash)
 {
-        if (!atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed))
-                return false;   /* nothing evicted yet: skip the table's cache miss */
-        uint64_t g = atomic_load_explicit(&k->ghost[hash & k->ghost_mask], memory_order_relaxed);
+        uint64_t n = atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed);
 
-        if (!g || g >> 32 != hash >> 32)
-                return false;
-        uint32_t age = (uint32_t)atomic_load_explicit(&k->hdr->evictions, memory_order_relaxed) -
-                       (uint32_t)g;
+        if (!n)
+                return false;   /* nothing evicted yet: skip the table's cache miss */
+        uint32_t fp, clock = ghost_clock(k, n);
+        _Atomic uint64_t *gw = ghost_word(k, hash, &fp);
+        uint64_t w = atomic_load_explicit(gw, memory_order_relaxed);
         uint64_t live = atomic_load_explicit(&k->hdr->live_est, memory_order_relaxed);
-        return age <= GHOST_AGE * (live ? live : k->nbuckets);
+        uint64_t window = (GHOST_AGE * (live ? live : k->nbuckets)) >> k->ghost_shift;
+
+        for (unsigned lane = 0; lane < 2; lane++) {
+                uint32_t l = (uint32_t)(w >> (lane * LANE_BITS));
+                if (l && l >> 16 == fp && lane_age(l, clock) <= window) {
+                        /* Found: it leaves the ghost (a racing put may be lost: lossy). */
+                        atomic_store_explicit(gw, w & ~(LANE_MASK << (lane * LANE_BITS)),
+                                              memory_order_relaxed);
+                        return true;
+                }
+        }
+        return false;
 }
 
 /*
