@@ -603,6 +603,7 @@ static void case_move_kills(void)
         size_t n;
         pid_t pid[MK_WRITERS];
         bool done[MK_WRITERS] = { false };
+        uint32_t born[MK_WRITERS] = { 0 };      /* acked[] when each was spawned */
 
         struct mk_share *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         CHECK(sh != MAP_FAILED);
@@ -631,7 +632,12 @@ static void case_move_kills(void)
                                 done[v] = true;
                                 left--;
                         }
-                if (done[w])
+                /*
+                 * Only a writer that acknowledged a write since its start: each
+                 * life then makes progress however slow the build (ASan) or the
+                 * machine, and the kill still lands at a random point of a write.
+                 */
+                if (done[w] || atomic_load(&sh->acked[w]) == born[w])
                         continue;
                 CHECK(kill(pid[w], SIGKILL) == 0);
                 CHECK(waitpid(pid[w], &st, 0) == pid[w]);
@@ -642,6 +648,7 @@ static void case_move_kills(void)
                         continue;
                 }
                 kills++;
+                born[w] = atomic_load(&sh->acked[w]);
                 pid[w] = mk_spawn(sh, w);
         }
         cache_recover_dead(k);
