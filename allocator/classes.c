@@ -16,6 +16,14 @@ uint32_t al_nclasses = 39;
 
 _Static_assert(AL_NCLASSES >= 39, "class table fits");
 
+/*
+ * The class of every size up to LOOKUP_MAX, in 16-byte steps (class sizes
+ * are multiples of 16): one load instead of a binary search on the paths
+ * that allocate and free small blocks. Filled once, below.
+ */
+#define LOOKUP_MAX      4096u
+static uint8_t class_of16[LOOKUP_MAX / 16 + 1];
+
 int al_size_class(size_t bytes)
 {
         size_t need = bytes + AL_STAMP_SIZE;
@@ -23,6 +31,8 @@ int al_size_class(size_t bytes)
 
         if (bytes > AL_MAX_SMALL - AL_STAMP_SIZE)       /* not `need`: it wraps near SIZE_MAX */
                 return -1;
+        if (need <= LOOKUP_MAX)
+                return class_of16[(need + 15) / 16];
         while (lo < hi) {       /* first class >= need */
                 unsigned mid = (lo + hi) / 2;
                 if (al_class_size[mid] < need)
@@ -51,6 +61,11 @@ static uint32_t class_span[AL_NCLASSES], class_cap[AL_NCLASSES];
 
 __attribute__((constructor)) static void classes_init(void)
 {
+        for (unsigned i = 0, k = 0; i <= LOOKUP_MAX / 16; i++) {
+                while (k + 1 < al_nclasses && al_class_size[k] < i * 16)
+                        k++;
+                class_of16[i] = (uint8_t)k;
+        }
         for (unsigned k = 0; k < AL_NCLASSES; k++) {
                 uint32_t bs = al_class_size[k] ? al_class_size[k] : AL_PAGE_SIZE;
                 uint64_t cap;
