@@ -367,7 +367,12 @@ static inline void cache_prefetch_item(const struct cache *k, uint64_t hash)
         for (unsigned w = 0; w < CACHE_WAYS; w++) {
                 uint64_t e = atomic_load_explicit(&bk->e[w], memory_order_relaxed);
                 if (e && ent_tag(e) == ent_tag(hash)) {
-                        __builtin_prefetch(k->s->base + ent_off(e));
+                        /* Its header, key and the start of its value; and the next
+                         * line, where a small item's value ends (a 16+64-byte one
+                         * is 112 bytes, and blocks are not line-aligned). */
+                        const unsigned char *p = k->s->base + ent_off(e);
+                        __builtin_prefetch(p);
+                        __builtin_prefetch(p + 64);
                         return;
                 }
         }
